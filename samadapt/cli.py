@@ -1,0 +1,100 @@
+"""The `samadapt` command line.
+
+Each pipeline stage registers its own commands (a `register(app)` function in
+`samadapt/<stage>/commands.py`); heavy imports (torch, transformers) happen inside the command
+functions so `samadapt --help` stays fast.
+
+Error contract: a `UserError` (bad file, bad value) prints one line `samadapt: error: ...` and exits
+with code 2; a usage error from the parser does the same; any other exception is a bug, printed as
+one line with exit code 1. `--debug` anywhere on the command line shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from samadapt.errors import EXIT_USER_ERROR, UserError
+
+COMMAND_MODULES = (
+    "samadapt.models.commands",
+    "samadapt.inference.commands",
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="samadapt",
+        help="Adapt Segment Anything (SAM2, SAM) to medical images with few labels.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ) -> None:
+        """Adapt Segment Anything (SAM2, SAM) to medical images with few labels.
+
+        Add --debug anywhere to see full tracebacks.
+        """
+        if version:
+            from samadapt import __version__
+
+            print(__version__)
+            raise typer.Exit(0)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the stage exists but one of its imports is missing: a real error
+                raise
+            continue
+        module.register(app)
+    return app
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"samadapt: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(build_app())
+    try:
+        result = command.main(args=args, prog_name="samadapt", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        return _fail(str(exc), exc.exit_code)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        return _fail("aborted", 130)
+    except typer.TyperException as exc:
+        # Parser errors (unknown option, bad value type, missing argument, no command given).
+        if debug:
+            raise
+        code = getattr(exc, "exit_code", EXIT_USER_ERROR)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            command.main(args=["--help"], prog_name="samadapt", standalone_mode=False)
+            return 0
+        return _fail(exc.format_message(), code if code else EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # a bug, not bad input: one line unless --debug
+        if debug:
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared machinery: atomic outputs, checkpoints, training loop, distributed set-up, logging."""

@@ -1,0 +1,30 @@
+"""The one exception type for problems the user can fix (bad file, bad value, wrong checkpoint).
+
+The CLI prints a `UserError` as a single line and exits with code 2; anything else is a bug and is
+reported as an internal error (traceback only with `--debug`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input. The message must name the offending file or value."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        if self.path is not None and str(self.path) not in message:
+            message = f"{self.path}: {message}"
+        # One line, always: multi-line messages would break the CLI contract.
+        super().__init__(" ".join(message.split()))
+
+
+def require(condition: bool, message: str, path: str | Path | None = None) -> None:
+    """Raise `UserError(message)` unless `condition` holds."""
+    if not condition:
+        raise UserError(message, path)

@@ -1,0 +1,1 @@
+"""Few-shot, prompt-free segmentation: support-set prototypes as mask-decoder prompts."""

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning for segmentation: task losses, learned class prompts, prompt simulation."""

@@ -1,0 +1,1 @@
+"""Running a model on images or volumes: `samadapt predict`."""

@@ -1,0 +1,1 @@
+"""SAM2 and SAM models by name, at any input size, with exact loading of official checkpoints."""

@@ -1,0 +1,31 @@
+"""The CLI's error contract: bad input is one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from samadapt.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "predict" in out and "models" in out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_unknown_command_is_one_line_exit_2(capsys):
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samadapt: error:")
+
+
+def test_module_entry_point_runs_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "samadapt", "no-such-command"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
