@@ -75,17 +75,85 @@ def prepare_image(image: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox
         pixel values (3, size, size) float32, normalised; and the `Letterbox` to undo the geometry.
     """
     unit = to_three_channels(to_unit_range(image))
+    square, box = letterbox_unit_image(unit, size)
+    return normalize(square, box), box
+
+
+def letterbox_unit_image(unit: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox]:
+    """(H, W, 3) float in [0, 1] -> (3, size, size) float32 still in [0, 1], padded with 0."""
     box = Letterbox.fit(unit.shape[0], unit.shape[1], size)
-    tensor = torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1)))[None]
+    tensor = torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1), dtype=np.float32))[None]
     if box.resized_hw != box.original_hw:
         tensor = F.interpolate(tensor, size=box.resized_hw, mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    tensor = (tensor - mean) / std
-    # Pad after normalising so the padding is zero, i.e. the dataset mean colour.
+        tensor = tensor.clamp_(0.0, 1.0)  # antialiasing can overshoot slightly
     pad_h, pad_w = size - box.resized_hw[0], size - box.resized_hw[1]
-    tensor = F.pad(tensor, (0, pad_w, 0, pad_h))
-    return tensor[0].contiguous(), box
+    return F.pad(tensor, (0, pad_w, 0, pad_h))[0].contiguous(), box
+
+
+def normalize(square: torch.Tensor, box: Letterbox | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """ImageNet-normalise a (3, S, S) [0, 1] image; padding (outside `box` or where `valid` is
+    False) is set to zero afterwards, i.e. to the dataset mean colour, as the models expect."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=square.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=square.dtype).view(3, 1, 1)
+    out = (square - mean) / std
+    if valid is None and box is not None:
+        valid = valid_region(box)
+    if valid is not None:
+        out = out * valid.to(out.dtype)[None]
+    return out.contiguous()
+
+
+def valid_region(box: Letterbox) -> torch.Tensor:
+    """(S, S) bool: True on the resized image, False on the padding."""
+    valid = torch.zeros(box.size, box.size, dtype=torch.bool)
+    valid[: box.resized_hw[0], : box.resized_hw[1]] = True
+    return valid
+
+
+def letterbox_mask(mask: np.ndarray, box: Letterbox) -> torch.Tensor:
+    """(H, W) index mask -> (S, S) int64 on the padded square; nearest neighbour, padding = 0."""
+    tensor = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))[None, None].float()
+    if box.resized_hw != box.original_hw:
+        tensor = F.interpolate(tensor, size=box.resized_hw, mode="nearest-exact")
+    pad_h, pad_w = box.size - box.resized_hw[0], box.size - box.resized_hw[1]
+    return F.pad(tensor, (0, pad_w, 0, pad_h))[0, 0].round().long()
+
+
+def restore_mask(mask: torch.Tensor | np.ndarray, box: Letterbox) -> np.ndarray:
+    """(s, s) index mask on the model square (any s) -> (H, W) uint8 on the original grid (nearest)."""
+    tensor = torch.as_tensor(np.asarray(mask)).float()[None, None]
+    if tensor.shape[-1] != box.size:
+        tensor = F.interpolate(tensor, size=(box.size, box.size), mode="nearest-exact")
+    tensor = tensor[..., : box.resized_hw[0], : box.resized_hw[1]]
+    tensor = F.interpolate(tensor, size=box.original_hw, mode="nearest-exact")
+    return tensor[0, 0].round().to(torch.uint8).numpy()
+
+
+def clip_percentiles(volume: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+    """MRI/CT intensity scaling: clip to the volume's own `lower`..`upper` percentiles (computed over
+    the whole volume, so every slice shares one scale) and map to float32 [0, 1]."""
+    data = np.asarray(volume, dtype=np.float32)
+    lo, hi = np.percentile(data, [lower, upper])
+    if hi <= lo:
+        return np.zeros_like(data)
+    return ((np.clip(data, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def volume_slices(volume: np.ndarray, axis: int) -> np.ndarray:
+    """(X, Y, Z) -> (N, H, W) slices along `axis` (a view; N = volume.shape[axis])."""
+    return np.moveaxis(volume, axis, 0)
+
+
+def stack_slices(slices, axis: int) -> np.ndarray:
+    """Inverse of `volume_slices`: (N, H, W) or a list of (H, W) -> volume with N along `axis`."""
+    return np.moveaxis(np.stack(list(slices), axis=0), 0, axis)
+
+
+def slice_batches(volume: np.ndarray, axis: int, batch_size: int):
+    """Yield (start, (B, H, W) slices) batches along `axis`, for models that work on 2D slices."""
+    slices = volume_slices(volume, axis)
+    for start in range(0, slices.shape[0], batch_size):
+        yield start, slices[start : start + batch_size]
 
 
 def restore_logits(logits: torch.Tensor, box: Letterbox) -> torch.Tensor:

@@ -1,0 +1,258 @@
+"""Read 2D images and NIfTI volumes into numpy, and write masks and label volumes back.
+
+Every reader turns a broken input (missing, zero-byte, truncated or corrupt file, unsupported
+extension, NaN/Inf voxels, a 4D volume where 3D is expected) into a `UserError` naming the file,
+so the CLI can report it in one line. Writers go through `samadapt.engine.atomic`, so a failure
+never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samadapt.engine.atomic import atomic_write_bytes
+from samadapt.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + VOLUME_SUFFIXES
+
+
+def file_suffix(path: str | Path) -> str:
+    """Lower-case extension, treating `.nii.gz` as one suffix."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def file_stem(path: str | Path) -> str:
+    """File name without its (possibly double, `.nii.gz`) extension."""
+    name = Path(path).name
+    suffix = file_suffix(path)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def is_image_file(path: str | Path) -> bool:
+    return file_suffix(path) in IMAGE_SUFFIXES and not Path(path).name.startswith(".")
+
+
+def is_volume_file(path: str | Path) -> bool:
+    return file_suffix(path) in VOLUME_SUFFIXES and not Path(path).name.startswith(".")
+
+
+def list_files(folder: str | Path, volumes: bool | None = None, recursive: bool = False) -> list[Path]:
+    """Sorted image (volumes=False), volume (True) or both (None) files in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError("folder not found", folder)
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    found = []
+    for path in entries:
+        if not path.is_file():
+            continue
+        if (volumes is not True and is_image_file(path)) or (volumes is not False and is_volume_file(path)):
+            found.append(path)
+    return sorted(found)
+
+
+def _check_file(path: Path, suffixes: tuple[str, ...]) -> None:
+    if file_suffix(path) not in suffixes:
+        raise UserError(f"unsupported file type {file_suffix(path) or '(no extension)'!r}; "
+                        f"expected one of {', '.join(suffixes)}", path)
+    if not path.is_file():
+        raise UserError("file not found", path)
+    if path.stat().st_size == 0:
+        raise UserError("file is empty (0 bytes)", path)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        array = tifffile.imread(path, key=0)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        # Compressed TIFFs (LZW, Deflate...) need the optional imagecodecs package for tifffile;
+        # Pillow decodes the common 8-bit ones itself, so try it before giving up.
+        try:
+            return _read_with_pillow(path, keep_indices=False)
+        except UserError:
+            raise UserError(f"cannot read TIFF ({type(exc).__name__}: {exc})", path) from None
+    array = np.asarray(array)
+    # Planar (C, H, W) TIFFs: move the small channel axis last.
+    if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _read_with_pillow(path: Path, keep_indices: bool) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.seek(0)  # first frame of an animated GIF or multi-page file
+            image.load()  # decodes now, so truncation is detected here and not later
+            if image.mode == "P" and not keep_indices:
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif image.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("L" if image.mode == "1" else "RGB")
+            elif image.mode == "PA":
+                image = image.convert("P").convert("L") if keep_indices else image.convert("RGBA")
+            array = np.array(image)
+    except UnidentifiedImageError:
+        raise UserError("not a readable image (corrupt or wrong extension)", path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"cannot decode image ({exc})", path) from None
+    if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() <= 65535:
+        array = array.astype(np.uint16)  # 16-bit PNGs open in Pillow's 32-bit integer mode
+    return array
+
+
+def read_image(path: str | Path, keep_indices: bool = False) -> np.ndarray:
+    """Read a 2D image file.
+
+    Args:
+        path: PNG, JPEG, TIFF, GIF or BMP file.
+        keep_indices: return palette images as their raw indices (for index masks) instead of RGB.
+    Returns:
+        (H, W) or (H, W, C) array with C in 1..4, dtype as stored (uint8, uint16, float32...).
+    """
+    path = Path(path)
+    _check_file(path, IMAGE_SUFFIXES)
+    if file_suffix(path) in (".tif", ".tiff"):
+        array = _read_tiff(path)
+    else:
+        array = _read_with_pillow(path, keep_indices)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4) or min(array.shape[:2]) < 1:
+        raise UserError(f"expected a 2D image with 1-4 channels, found shape {array.shape}", path)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError("image contains NaN or infinite values", path)
+    return array
+
+
+@dataclass
+class Volume:
+    """A NIfTI volume with the geometry needed to write results back in the same space.
+
+    `data` is (X, Y, Z) in the file's voxel order (nibabel's convention; no reorientation), as
+    stored: integer labels stay integer, scaled intensities become float.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: Any = field(repr=False)
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(z) for z in self.header.get_zooms()[: self.data.ndim])
+
+
+def read_volume(path: str | Path, expect_3d: bool = True) -> Volume:
+    """Read a `.nii` / `.nii.gz` volume; a trailing singleton 4th axis is dropped."""
+    import nibabel as nib
+
+    path = Path(path)
+    _check_file(path, VOLUME_SUFFIXES)
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel and gzip raise assorted types for damaged files
+        raise UserError(f"cannot read NIfTI volume ({type(exc).__name__}: {exc})", path) from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if expect_3d and data.ndim != 3:
+        raise UserError(f"expected a 3D volume, found {data.ndim}D with shape {data.shape}", path)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise UserError("volume contains NaN or infinite values", path)
+    return Volume(np.asarray(data), np.asarray(image.affine, dtype=np.float64), image.header, path)
+
+
+def read_volume_shape(path: str | Path) -> tuple[int, ...]:
+    """Shape of a NIfTI volume from its header only (no voxel data is decoded)."""
+    import nibabel as nib
+
+    path = Path(path)
+    _check_file(path, VOLUME_SUFFIXES)
+    try:
+        shape = tuple(int(s) for s in nib.load(str(path)).shape)
+    except Exception as exc:
+        raise UserError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def volume_to_bytes(volume: Volume, gz: bool) -> bytes:
+    import nibabel as nib
+
+    header = volume.header.copy() if volume.header is not None else None
+    image = nib.Nifti1Image(np.asarray(volume.data), volume.affine, header=header)
+    image.set_data_dtype(np.asarray(volume.data).dtype)
+    image.header.set_slope_inter(1.0, 0.0)  # labels are stored as-is, never rescaled
+    raw = image.to_bytes()
+    # mtime=0 keeps the bytes identical between runs.
+    return gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw
+
+
+def write_volume(path: str | Path, volume: Volume) -> None:
+    path = Path(path)
+    if file_suffix(path) not in VOLUME_SUFFIXES:
+        raise UserError("output volume must end in .nii or .nii.gz", path)
+    atomic_write_bytes(path, volume_to_bytes(volume, gz=file_suffix(path) == ".nii.gz"))
+
+
+def write_label_volume(path: str | Path, labels: np.ndarray, like: Volume) -> None:
+    """Write an integer label volume (same shape as `like.data`) in `like`'s space (affine, header)."""
+    labels = np.asarray(labels)
+    if labels.shape != like.data.shape[: labels.ndim] or labels.ndim != 3:
+        raise UserError(f"label volume shape {labels.shape} does not match the image {like.data.shape}", path)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise UserError("label values must be in 0..255", path)
+    write_volume(path, Volume(labels.astype(np.uint8), like.affine, like.header, Path(path)))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode an (H, W) or (H, W, 3|4) uint8/uint16 array as PNG bytes (deterministic)."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.uint16 and array.ndim == 2:
+        image = Image.fromarray(array.astype(np.uint16), mode=None)
+    else:
+        image = Image.fromarray(array.astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write an (H, W) index mask (values 0..255) as an 8-bit greyscale PNG."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise UserError(f"a mask PNG needs a 2D (H, W) array, got shape {mask.shape}", path)
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise UserError("mask values must be in 0..255 for PNG", path)
+    if Path(path).suffix.lower() != ".png":
+        raise UserError("mask files are written as .png", path)
+    atomic_write_bytes(path, png_bytes(mask.astype(np.uint8)))
+
+
+def write_image_png(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W) or (H, W, 3) uint8 image as PNG."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise UserError(f"PNG images are written from uint8 arrays, got {image.dtype}", path)
+    atomic_write_bytes(path, png_bytes(image))
