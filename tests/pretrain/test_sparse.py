@@ -1,0 +1,90 @@
+"""The sparse path against the dense trunk: the equivalences stated in samadapt/pretrain/sparse.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samadapt.pretrain.masking import random_unit_mask, unit_grid, visible_units
+from samadapt.pretrain.sparse import (
+    dense_trunk_forward,
+    gather_units,
+    grid_to_units,
+    sparse_trunk_forward,
+    units_to_grid,
+)
+from .conftest import make_trunk
+from .masked_reference import key_masked_trunk_forward
+
+TOL = 1e-5
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max())
+
+
+@torch.no_grad()
+def test_no_masking_reproduces_the_trunk(trunk256):
+    pixels = torch.randn(2, 3, 256, 256)
+    grid = unit_grid(256)
+    mask = torch.zeros(2, grid[0] * grid[1], dtype=torch.bool)
+    reference = trunk256(pixels).intermediate_hidden_states
+    sparse = sparse_trunk_forward(trunk256, pixels, mask)
+    dense = dense_trunk_forward(trunk256, pixels, mask, torch.zeros(96))
+    assert len(sparse) == len(reference) == 4
+    for ref, sp, dn in zip(reference, sparse, dense):
+        assert _close(units_to_grid(sp, grid), ref) < TOL
+        assert _close(dn, ref) < TOL
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("size", [256, 320])  # 320: a 10x10 unit grid, partial 14-windows with padding
+def test_masked_sparse_equals_dense_with_masked_keys_excluded(size):
+    torch.manual_seed(1)
+    trunk = make_trunk(size)
+    grid = unit_grid(size)
+    pixels = torch.randn(2, 3, size, size)
+    mask = random_unit_mask(2, grid, 0.75, torch.Generator().manual_seed(3))
+    sparse = sparse_trunk_forward(trunk, pixels, mask)
+    reference = key_masked_trunk_forward(trunk, pixels, mask)
+    visible = visible_units(mask)
+    for sp, ref in zip(sparse, reference):
+        assert _close(sp, gather_units(grid_to_units(ref, grid), visible)) < TOL
+
+
+@torch.no_grad()
+def test_dense_mask_token_path_matches_sparse_while_windows_equal_units(trunk256):
+    pixels = torch.randn(1, 3, 256, 256)
+    grid = unit_grid(256)
+    mask = random_unit_mask(1, grid, 0.75, torch.Generator().manual_seed(5))
+    visible = visible_units(mask)
+    sparse = sparse_trunk_forward(trunk256, pixels, mask)
+    dense = dense_trunk_forward(trunk256, pixels, mask, torch.randn(96))
+    dense_visible = [gather_units(grid_to_units(d, grid), visible) for d in dense]
+    assert _close(sparse[0], dense_visible[0]) < TOL  # stage 1: window 8 = unit
+    assert _close(sparse[1], dense_visible[1]) < TOL  # stage 2: window 4 = unit
+    # Stage 3 has 14-windows and global blocks where the dense path's mask tokens take part.
+    assert _close(sparse[2], dense_visible[2]) > 1e-3
+
+
+@torch.no_grad()
+def test_masked_pixels_do_not_reach_visible_tokens(trunk256):
+    grid = unit_grid(256)
+    mask = random_unit_mask(1, grid, 0.75, torch.Generator().manual_seed(2))
+    pixels = torch.randn(1, 3, 256, 256)
+    changed = pixels.clone()
+    pixel_mask = mask.view(1, 1, *grid).repeat_interleave(32, 2).repeat_interleave(32, 3)
+    changed[pixel_mask.expand_as(changed)] += 5.0
+    a = sparse_trunk_forward(trunk256, pixels, mask)[-1]
+    b = sparse_trunk_forward(trunk256, changed, mask)[-1]
+    assert _close(a, b) == 0.0
+
+
+def test_sparse_path_backpropagates_into_the_trunk(trunk256):
+    trunk256.zero_grad()
+    pixels = torch.randn(1, 3, 256, 256)
+    mask = random_unit_mask(1, unit_grid(256), 0.75, torch.Generator().manual_seed(0))
+    sum(s.square().mean() for s in sparse_trunk_forward(trunk256, pixels, mask)).backward()
+    grads = [p.grad for p in trunk256.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    trunk256.zero_grad()
