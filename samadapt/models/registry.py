@@ -146,7 +146,9 @@ def _sam_config(spec: ViTSpec, size: int):
     return SamConfig(
         vision_config=vision,
         prompt_encoder_config=SamPromptEncoderConfig(image_size=size, patch_size=spec.patch_size),
-        mask_decoder_config=SamMaskDecoderConfig(),
+        # Meta's two-way transformer uses torch's default LayerNorm eps (1e-5); transformers'
+        # default (1e-6) shifts SAM's masks by ~1e-4 relative error.
+        mask_decoder_config=SamMaskDecoderConfig(layer_norm_eps=1e-5),
     )
 
 

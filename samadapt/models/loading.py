@@ -1,0 +1,247 @@
+"""Load weights exactly: Meta's checkpoint files, Hugging Face directories, samadapt checkpoints.
+
+Formats are recognised by content, not by file name:
+  * Meta SAM2/SAM2.1 `.pt` (a dict with key "model") and Meta SAM `.pth` (a plain state dict);
+  * a Hugging Face directory (`config.json` + `model.safetensors`, transformers key names), or a
+    bare `.safetensors` file with transformers key names;
+  * a samadapt checkpoint directory (`model.safetensors` + `samadapt.json`, see `checkpoint.py`).
+
+Loading is strict: missing keys, unexpected keys, shape mismatches and checkpoints of another
+variant are `UserError`s naming the file. Only parameters known to belong to the video model are
+dropped, by explicit name. Pickles are read with `torch.load(weights_only=True)` only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from samadapt.errors import UserError
+from samadapt.models import meta_sam, meta_sam2
+from samadapt.models.key_mapping import check_strict
+from samadapt.models.registry import get_spec
+
+# transformers' Sam2VideoModel parameters that image segmentation does not use.
+HF_VIDEO_ONLY = [
+    r"memory_attention\..+",
+    r"memory_encoder\..+",
+    "memory_temporal_positional_encoding",
+    r"mask_downsample\.(weight|bias)",
+    r"object_pointer_proj\..+",
+    r"temporal_positional_encoding_projection_layer\.(weight|bias)",
+    "no_memory_positional_encoding",
+    "no_object_pointer",
+    "occlusion_spatial_embedding_parameter",
+]
+_HF_SAM21_MARKERS = ("occlusion_spatial_embedding_parameter", "temporal_positional_encoding_projection_layer.weight")
+_POSITIONAL = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
+
+
+@dataclass
+class LoadedWeights:
+    """A state dict in transformers' key names plus what is known about where it came from.
+
+    variant: registry name the weights belong to (None when it cannot be told, e.g. a bare
+    safetensors file); image_size: the size the weights were trained/saved at, if known.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    source_format: str
+    path: Path
+    variant: str | None = None
+    image_size: int | None = None
+    unused: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    family: str | None = None
+    # When the variant cannot be pinned down (SAM2 vs SAM2.1 without video keys): the names it may be.
+    candidates: list[str] = field(default_factory=list)
+
+
+def read_torch_file(path: Path):
+    """`torch.load(weights_only=True)` with every failure turned into a `UserError` naming `path`."""
+    if not path.is_file():
+        raise UserError("weights file not found", path)
+    if path.stat().st_size == 0:
+        raise UserError("weights file is empty (0 bytes)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"cannot read as a PyTorch checkpoint with safe (weights-only) loading: "
+            f"{type(exc).__name__}: {reason}",
+            path,
+        ) from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UserError("weights file not found", path)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise UserError(f"cannot read safetensors file: {type(exc).__name__}: {exc}", path) from None
+
+
+def _tensor_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        raise UserError("not a model checkpoint (expected a dict of named tensors)", path)
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(obj):
+        others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:3]
+        raise UserError(f"not a state dict: entries {others} are not tensors", path)
+    return tensors
+
+
+def _from_hf_keys(sd: dict[str, torch.Tensor], path: Path, source_format: str) -> LoadedWeights:
+    """A transformers-named state dict: drop known video-only keys, fill in the tied copy."""
+    video_only = [re.compile(p) for p in HF_VIDEO_ONLY]
+    state, unused = {}, []
+    for key, value in sd.items():
+        if any(p.fullmatch(key) for p in video_only):
+            unused.append(key)
+        else:
+            state[key] = value
+    for a, b in (_POSITIONAL, _POSITIONAL[::-1]):
+        # transformers may save only one of the two tied copies of the Fourier matrix
+        if a in state and b not in state:
+            state[b] = state[a]
+    family = "sam2" if any(k.startswith("vision_encoder.backbone.") for k in state) else "sam"
+    return LoadedWeights(state, source_format, path, unused=unused, family=family)
+
+
+def _variant_from_hf_config(config: dict, state: LoadedWeights, path: Path) -> None:
+    from samadapt.models.registry import REGISTRY
+
+    vision = config.get("vision_config") or {}
+    prompt = config.get("prompt_encoder_config") or {}
+    if isinstance(prompt.get("image_size"), int):
+        state.image_size = prompt["image_size"]
+    if state.family == "sam2":
+        backbone = vision.get("backbone_config") or {}
+        width, depth = backbone.get("hidden_size", 96), sum(backbone.get("blocks_per_stage") or [1, 2, 7, 2])
+        has_markers = any(k in state.unused for k in _HF_SAM21_MARKERS)
+        matches = [
+            spec.name for spec in REGISTRY.values()
+            if spec.family == "sam2" and spec.encoder.embed_dim == width and sum(spec.encoder.stages) == depth
+        ]
+        if matches:
+            if state.unused:  # the video parameters tell SAM2 from SAM2.1
+                state.variant = next(n for n in matches if get_spec(n).generation == ("2.1" if has_markers else "2"))
+            else:  # image-only weights: the two generations share one architecture
+                state.candidates = matches
+            return
+    else:
+        width, depth = vision.get("hidden_size", 768), vision.get("num_hidden_layers", 12)
+        for spec in REGISTRY.values():
+            if spec.family == "sam" and spec.encoder.embed_dim == width and spec.encoder.depth == depth:
+                state.variant = spec.name
+                return
+    raise UserError(f"config.json describes no known variant (width {width}, {depth} blocks)", path)
+
+
+def read_weights(path: str | Path) -> LoadedWeights:
+    """Read any supported format into transformers key names (no model is built)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "samadapt.json").is_file():
+            from samadapt.models.checkpoint import read_checkpoint_weights
+
+            return read_checkpoint_weights(path)
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if config_file.is_file() and weights_file.is_file():
+            try:
+                config = json.loads(config_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read config.json: {exc}", config_file) from None
+            model_type = str(config.get("model_type", ""))
+            if model_type not in ("sam2", "sam2_video", "sam"):
+                raise UserError(f"config.json model_type {model_type!r} is not sam2/sam2_video/sam", config_file)
+            state = _from_hf_keys(read_safetensors(weights_file), weights_file, "huggingface")
+            state.family = "sam" if model_type == "sam" else "sam2"
+            _variant_from_hf_config(config, state, config_file)
+            return state
+        raise UserError("folder is neither a samadapt checkpoint (samadapt.json) nor a Hugging Face "
+                        "model (config.json + model.safetensors)", path)
+    if not path.exists():
+        raise UserError("weights file not found", path)
+    if path.suffix == ".safetensors":
+        return _from_hf_keys(read_safetensors(path), path, "safetensors")
+    obj = read_torch_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # Meta's SAM2 training checkpoints wrap the state dict
+    sd = _tensor_dict(obj, path)
+    if meta_sam2.looks_like_meta_sam2(sd):
+        conv = meta_sam2.convert(sd)
+        return LoadedWeights(conv.state_dict, "meta-sam2", path, meta_sam2.detect_variant(sd, path), 1024,
+                             conv.unused, conv.unmatched, "sam2")
+    if meta_sam.looks_like_meta_sam(sd):
+        name, size = meta_sam.detect_variant(sd, path)
+        conv = meta_sam.convert(sd)
+        return LoadedWeights(conv.state_dict, "meta-sam", path, name, size, conv.unused, conv.unmatched, "sam")
+    if any(k.startswith("vision_encoder.") for k in sd):
+        return _from_hf_keys(sd, path, "transformers-state-dict")
+    raise UserError(f"not a SAM2/SAM checkpoint (first keys: {', '.join(list(sd)[:3])})", path)
+
+
+def _check_variant(weights: LoadedWeights, name: str) -> None:
+    if weights.family is not None and weights.family != get_spec(name).family:
+        raise UserError(
+            f"checkpoint is a {weights.family.upper()} model ({weights.variant or 'unknown variant'}) "
+            f"but the model is {name}", weights.path
+        )
+    if weights.candidates and name not in weights.candidates:
+        raise UserError(f"checkpoint is one of {', '.join(weights.candidates)} but the model is {name}", weights.path)
+    if weights.variant is not None and weights.variant != name:
+        raise UserError(f"checkpoint is {weights.variant} but the model is {name}", weights.path)
+
+
+def load_weights(model, path: str | Path, *, weights: LoadedWeights | None = None) -> LoadedWeights:
+    """Load `path` into an existing `SegmentAnything` strictly, resizing SAM's position tables
+    to `model.image_size`. Returns what was read (for its provenance)."""
+    weights = read_weights(path) if weights is None else weights
+    _check_variant(weights, model.name)
+    target = model.hf.state_dict()
+    state = weights.state_dict
+    if model.family == "sam":
+        state = meta_sam.resize_for_image_size(state, target)
+    check_strict(state, target, weights.path, extra_unexpected=weights.unmatched, what=model.name)
+    model.hf.load_state_dict(state, strict=True)
+    return weights
+
+
+def load_model(name: str | None = None, weights: str | Path | None = None, image_size: int | None = None):
+    """A `SegmentAnything` for `name`, with `weights` from any supported format.
+
+    Args:
+        name: registry name; optional when `weights` identify the variant (then, if given, it
+            must agree with the checkpoint).
+        weights: file or folder; None gives random weights.
+        image_size: input size S; default the checkpoint's own size (1024 for Meta's files).
+    """
+    from samadapt.models.registry import build_model
+
+    if weights is None:
+        if name is None:
+            raise UserError("give a model name or a weights path")
+        return build_model(name, image_size)
+    loaded = read_weights(weights)
+    if name is not None:
+        name = get_spec(name).name
+        _check_variant(loaded, name)
+    elif loaded.variant is not None:
+        name = loaded.variant
+    elif loaded.candidates:
+        name = loaded.candidates[-1]  # the newer generation (SAM2.1)
+    else:
+        raise UserError("cannot tell which model these weights belong to; pass the model name", weights)
+    size = image_size or loaded.image_size or get_spec(name).default_image_size
+    model = build_model(name, size)
+    load_weights(model, weights, weights=loaded)
+    return model
