@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "samadapt.models.commands",
     "samadapt.inference.commands",
     "samadapt.data.commands",
+    "samadapt.evaluate.commands",
 )
 
 

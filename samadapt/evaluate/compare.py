@@ -1,0 +1,214 @@
+"""Paired comparison of evaluation runs on their common cases.
+
+Each run is an evaluation folder holding `per_case.csv` (or a run folder holding `eval/per_case.csv`).
+The first run is the baseline; every other run is compared with it, case by case, on one metric:
+the mean difference (run - baseline) with a seeded percentile-bootstrap 95% confidence interval and
+the two-sided Wilcoxon signed-rank p-value (scipy). Comparisons are made per class and on the
+per-case mean over classes. Only cases present in every run are used, so all rows share one set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from samadapt.engine.atomic import staged_dir
+from samadapt.errors import UserError
+from samadapt.evaluate.report import PER_CASE_FILE, json_ready
+
+MEAN_OVER_CLASSES = "mean over classes"
+COMPARE_JSON, COMPARE_MD, COMPARE_PNG = "compare.json", "compare.md", "compare.png"
+
+
+def find_per_case_csv(run: str | Path) -> Path:
+    """`run/per_case.csv`, else `run/eval/per_case.csv`; UserError naming the folder if neither exists."""
+    run = Path(run)
+    if not run.exists():
+        raise UserError("run folder not found", run)
+    if run.is_file() and run.name == PER_CASE_FILE:
+        return run
+    for candidate in (run / PER_CASE_FILE, run / "eval" / PER_CASE_FILE):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no {PER_CASE_FILE} in the folder or in its eval/ sub-folder (run 'samadapt evaluate' first)", run)
+
+
+def read_metric(path: Path, metric: str) -> dict[tuple[str, str], float]:
+    """{(case_id, class): value} of one metric column of a per_case.csv ('nan' / '' = undefined)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if "case_id" not in columns or "class" not in columns:
+                raise UserError("not a per-case table (needs case_id and class columns)", path)
+            if metric not in columns:
+                available = [c for c in columns if c not in ("case_id", "class", "gt_pixels", "pred_pixels")]
+                raise UserError(f"metric {metric!r} not in the table; available: {', '.join(available)}", path)
+            values = {}
+            for line, row in enumerate(reader, start=2):
+                text = (row.get(metric) or "").strip()
+                try:
+                    values[(row["case_id"], row["class"])] = float(text) if text else math.nan
+                except ValueError:
+                    raise UserError(f"line {line}: {metric} value {text!r} is not a number", path) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read per-case table ({exc})", path) from None
+    if not values:
+        raise UserError("per-case table has no rows", path)
+    return values
+
+
+def _with_class_means(values: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """Add (case_id, MEAN_OVER_CLASSES) entries: mean of each case's defined class values."""
+    by_case: dict[str, list[float]] = {}
+    for (case_id, _), value in values.items():
+        by_case.setdefault(case_id, []).append(value)
+    means = {}
+    for case_id, case_values in by_case.items():
+        defined = [v for v in case_values if not math.isnan(v)]
+        means[(case_id, MEAN_OVER_CLASSES)] = float(np.mean(defined)) if defined else math.nan
+    return {**values, **means}
+
+
+def paired_statistics(baseline: np.ndarray, other: np.ndarray, n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """Mean difference (other - baseline), bootstrap 95% CI of it and the Wilcoxon signed-rank p-value.
+
+    Pairs where either value is NaN are dropped (and counted in `n_dropped`).
+    """
+    from scipy import stats
+
+    baseline, other = np.asarray(baseline, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    keep = ~(np.isnan(baseline) | np.isnan(other))
+    differences = other[keep] - baseline[keep]
+    result = {"n_pairs": int(keep.sum()), "n_dropped": int((~keep).sum()), "mean_baseline": math.nan,
+              "mean_other": math.nan, "mean_difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+              "wilcoxon_p": math.nan}
+    if differences.size == 0:
+        return result
+    mean = float(differences.mean())
+    result.update(mean_baseline=float(baseline[keep].mean()), mean_other=float(other[keep].mean()), mean_difference=mean)
+    if np.ptp(differences) == 0:
+        # Every resample has the same mean, and the signed-rank test has nothing to rank.
+        result.update(ci_low=mean, ci_high=mean, wilcoxon_p=1.0 if mean == 0 else math.nan)
+    elif differences.size >= 2:
+        interval = stats.bootstrap(
+            (differences,), np.mean, n_resamples=n_resamples, confidence_level=0.95, method="percentile",
+            vectorized=True, rng=np.random.default_rng(seed),
+        ).confidence_interval
+        result.update(ci_low=float(interval.low), ci_high=float(interval.high))
+    if np.ptp(differences) > 0 or mean != 0:
+        with warnings.catch_warnings():  # scipy warns about ties and zeros, which it handles
+            warnings.simplefilter("ignore")
+            result["wilcoxon_p"] = float(stats.wilcoxon(differences).pvalue)
+    return result
+
+
+def _run_labels(runs: Sequence[Path], tables: Sequence[Path]) -> list[str]:
+    labels = []
+    for run, table in zip(runs, tables):
+        folder = table.parent
+        label = folder.parent.name if folder.name == "eval" else folder.name
+        labels.append(label or str(run))
+    for index, label in enumerate(labels):  # keep labels unique so the table stays readable
+        if labels.count(label) > 1:
+            labels[index] = f"{label} ({index + 1})"
+    return labels
+
+
+def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = "dice",
+                 n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """Compare runs[1:] with runs[0] and write compare.json, compare.md and compare.png into `out_dir`."""
+    if len(runs) < 2:
+        raise UserError(f"compare needs at least two runs, got {len(runs)}")
+    runs = [Path(r) for r in runs]
+    tables = [find_per_case_csv(r) for r in runs]
+    labels = _run_labels(runs, tables)
+    values = [_with_class_means(read_metric(t, metric)) for t in tables]
+    common = set(values[0])
+    for table_values in values[1:]:
+        common &= set(table_values)
+    if not common:
+        raise UserError(f"the runs have no (case, class) in common: {', '.join(str(t) for t in tables)}")
+    cases = sorted({case for case, _ in common})
+    classes = sorted({cls for _, cls in common} - {MEAN_OVER_CLASSES}) + [MEAN_OVER_CLASSES]
+    comparisons = []
+    for label, table_values in zip(labels[1:], values[1:]):
+        for cls in classes:
+            keys = [(case, cls) for case in cases if (case, cls) in common]
+            stats = paired_statistics([values[0][k] for k in keys], [table_values[k] for k in keys], n_resamples, seed)
+            comparisons.append({"baseline": labels[0], "run": label, "class": cls, **stats})
+    result = {
+        "metric": metric,
+        "runs": [{"label": lab, "per_case": str(t), "n_cases": len({c for c, _ in v}) } for lab, t, v in zip(labels, tables, values)],
+        "n_common_cases": len(cases),
+        "bootstrap": {"resamples": n_resamples, "seed": seed, "method": "percentile", "confidence": 0.95},
+        "comparisons": comparisons,
+    }
+    per_run_means = {lab: [v[(case, MEAN_OVER_CLASSES)] for case in cases] for lab, v in zip(labels, values)}
+    with staged_dir(Path(out_dir)) as stage:
+        (stage / COMPARE_JSON).write_text(json.dumps(json_ready(result), indent=2) + "\n", encoding="utf-8")
+        (stage / COMPARE_MD).write_text(compare_markdown(result), encoding="utf-8")
+        _plot(stage / COMPARE_PNG, per_run_means, [c for c in comparisons if c["class"] == MEAN_OVER_CLASSES], metric)
+    return result
+
+
+def compare_markdown(result: dict) -> str:
+    def number(value, digits=3):
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    lines = [
+        f"# Paired comparison on {result['metric']} ({result['n_common_cases']} common cases)",
+        "",
+        f"Difference = run − baseline; 95% CI from {result['bootstrap']['resamples']} bootstrap resamples "
+        f"(seed {result['bootstrap']['seed']}); p from the Wilcoxon signed-rank test. See docs/evaluation.md.",
+        "",
+        "| run | baseline | class | n | baseline mean | run mean | difference | 95% CI | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["comparisons"]:
+        ci = f"[{number(row['ci_low'])}, {number(row['ci_high'])}]"
+        dropped = f" (+{row['n_dropped']} undef.)" if row["n_dropped"] else ""
+        lines.append(
+            f"| {row['run']} | {row['baseline']} | {row['class']} | {row['n_pairs']}{dropped} | "
+            f"{number(row['mean_baseline'])} | {number(row['mean_other'])} | {number(row['mean_difference'])} | "
+            f"{ci} | {number(row['wilcoxon_p'], 4)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path: Path, per_run_values: dict[str, list[float]], differences: list[dict], metric: str) -> None:
+    """Left: per-case metric (mean over classes) per run. Right: difference from baseline with 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = list(per_run_values)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(labels), 4.2), dpi=100)
+    try:
+        data = [[v for v in per_run_values[lab] if not math.isnan(v)] for lab in labels]
+        left.boxplot(data, showmeans=True)
+        left.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right", fontsize=8)
+        jitter = np.random.default_rng(0)
+        for position, values in enumerate(data, start=1):
+            left.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=8, alpha=0.5, color="grey")
+        left.set_ylabel(f"{metric} per case (mean over classes)")
+        names = [row["run"] for row in differences]
+        means = np.array([row["mean_difference"] for row in differences], dtype=float)
+        lows = np.array([row["ci_low"] for row in differences], dtype=float)
+        highs = np.array([row["ci_high"] for row in differences], dtype=float)
+        errors = np.nan_to_num(np.vstack([means - lows, highs - means]), nan=0.0)
+        right.bar(range(len(names)), np.nan_to_num(means), yerr=errors, capsize=4, color="tab:blue", alpha=0.7)
+        right.axhline(0.0, color="black", linewidth=0.8)
+        right.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        right.set_ylabel(f"{metric} difference vs {labels[0]} (95% CI)")
+        figure.tight_layout()
+        figure.savefig(path, format="png")
+    finally:
+        plt.close(figure)
