@@ -168,13 +168,14 @@ def load_resumable(directory: str | Path, map_location: str | torch.device = "cp
 def check_same_config(saved: Mapping, current: Mapping, may_differ: Iterable[str] = (), where: str | Path = "") -> None:
     """Raise a `UserError` naming the first key whose value differs between two run configs.
 
-    Nested dicts are compared key by key (reported as `a.b`); keys in `may_differ` (e.g. the number
-    of epochs, which a resumed run may extend) are ignored.
+    Nested dicts are compared key by key (reported as `a.b`). Keys in `may_differ` (e.g. the number
+    of epochs, which a resumed run may extend) are ignored: a dotted entry (`run.epochs`) names one
+    key and everything below it, a bare name (`epochs`) that key at any depth.
     """
     saved_flat, current_flat = _flatten(json.loads(_meta_to_json(saved))), _flatten(json.loads(_meta_to_json(current)))
     allowed = set(may_differ)
     for key in sorted(set(saved_flat) | set(current_flat)):
-        if key in allowed or key.split(".")[0] in allowed:
+        if _may_differ(key, allowed):
             continue
         old, new = saved_flat.get(key, "<absent>"), current_flat.get(key, "<absent>")
         if old != new:
@@ -182,6 +183,12 @@ def check_same_config(saved: Mapping, current: Mapping, may_differ: Iterable[str
             raise UserError(
                 f"cannot resume: configuration key '{key}' was {old!r} in the run{place} but is {new!r} now "
                 "(start a new run folder, or use the original settings)")
+
+
+def _may_differ(key: str, allowed: set[str]) -> bool:
+    parts = key.split(".")
+    prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return bool(prefixes & allowed) or any(part in allowed for part in parts if "." not in part)
 
 
 def capture_rng_state() -> dict:

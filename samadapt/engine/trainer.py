@@ -178,7 +178,7 @@ class Trainer:
         dist_utils.unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+            self._load_scheduler(state["scheduler"])
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.sampler is not None and state.get("sampler") is not None:
@@ -194,6 +194,23 @@ class Trainer:
             ckpt.restore_rng_state(rng[self.context.rank])
         elif self.seed is not None:  # another world size: exact continuation is impossible anyway
             dist_utils.seed_everything(self.seed + self.global_step, per_rank=True)
+
+    def _load_scheduler(self, saved: Mapping) -> None:
+        # LambdaLR restores its factor objects' settings (e.g. total steps) from the checkpoint. A
+        # resumed run with more epochs must follow the schedule planned for the new length, so the
+        # freshly built settings win and the current lr is recomputed from them.
+        factors = [f for f in getattr(self.scheduler, "lr_lambdas", []) if hasattr(f, "__dict__")]
+        planned = [dict(vars(f)) for f in factors]
+        self.scheduler.load_state_dict(saved)
+        replanned = False
+        for factor, settings in zip(factors, planned):
+            replanned |= vars(factor) != settings
+            factor.__dict__.update(settings)
+        if replanned:
+            step = self.scheduler.last_epoch
+            for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+                group["lr"] = group["initial_lr"] * factor(step)
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def save_checkpoint(self) -> Path | None:
         state = self.state_dict()  # collective: every rank contributes its RNG state
