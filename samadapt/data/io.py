@@ -91,6 +91,17 @@ def _read_tiff(path: Path) -> np.ndarray:
     return array
 
 
+def _palette_target(image) -> str:
+    """Grey palettes (GIFs saved from greyscale) decode to L, others to RGB(A)."""
+    if "transparency" in image.info:
+        return "RGBA"
+    palette = np.asarray(image.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+    used = np.unique(np.asarray(image))
+    used = used[used < len(palette)]
+    grey = len(palette) and np.all(palette[used, 0] == palette[used, 1]) and np.all(palette[used, 1] == palette[used, 2])
+    return "L" if grey else "RGB"
+
+
 def _read_with_pillow(path: Path, keep_indices: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -99,7 +110,7 @@ def _read_with_pillow(path: Path, keep_indices: bool) -> np.ndarray:
             image.seek(0)  # first frame of an animated GIF or multi-page file
             image.load()  # decodes now, so truncation is detected here and not later
             if image.mode == "P" and not keep_indices:
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+                image = image.convert(_palette_target(image))
             elif image.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("L" if image.mode == "1" else "RGB")
             elif image.mode == "PA":
