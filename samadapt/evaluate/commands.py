@@ -29,8 +29,8 @@ def _class_names(text: str | None) -> list[str] | None:
 
 
 def evaluate(
-    pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (PNG/TIFF index or {0,255} binary masks, or NIfTI label volumes)."),
-    gt: Path = typer.Option(..., "--gt", help="Folder of ground-truth masks; files are paired with predictions by name without extension."),
+    pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted masks (PNG/TIFF index or {0,255} binary masks, or NIfTI label volumes)."),
+    gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks; files are paired with predictions by name without extension."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for per_case.csv, summary.json, summary.md and overlays/."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated names of labels 1..K (default: class_1..class_K from the data)."),
     hd95: bool = typer.Option(False, "--hd95", help="Also compute the 95th-percentile Hausdorff distance (slow on large volumes)."),
@@ -38,9 +38,14 @@ def evaluate(
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Draw worst, median and best cases."),
 ) -> None:
     """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95) per case and class."""
+    from samadapt.errors import UserError
     from samadapt.evaluate.folders import cases_from_folders
     from samadapt.evaluate.report import evaluate_cases
 
+    # --pred/--gt are optional in the signature so that other sources of predictions (a model run on
+    # a dataset split) can be added as alternative options feeding the same `evaluate_cases`.
+    if pred is None or gt is None:
+        raise UserError("evaluate needs both --pred DIR and --gt DIR")
     names = _class_names(classes)
     n_cases, cases = cases_from_folders(pred, gt, images)
     result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays)

@@ -121,3 +121,20 @@ def test_evaluate_bad_input_is_one_line_exit_2(tmp_path, capsys, setup, args, fr
 def test_compare_bad_input_is_one_line_exit_2(tmp_path, capsys):
     code, _, err = _run(["compare", tmp_path / "nope", tmp_path / "nope2", "--out", tmp_path / "cmp"], capsys)
     assert code == 2 and "run folder not found" in err and err.count("\n") == 1
+
+
+def test_missing_gt_option_is_one_line_exit_2(tmp_path, capsys):
+    code, _, err = _run(["evaluate", "--pred", tmp_path, "--out", tmp_path / "eval"], capsys)
+    assert code == 2 and "needs both --pred DIR and --gt DIR" in err
+
+
+def test_importing_the_evaluation_modules_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, samadapt.evaluate.commands, samadapt.evaluate.report, samadapt.evaluate.compare, "
+        "samadapt.evaluate.folders; heavy = [m for m in ('torch', 'monai', 'matplotlib', 'scipy') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
