@@ -35,7 +35,7 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
 
-    @app.callback()
+    @app.callback(invoke_without_command=True)
     def _root(
         version: bool = typer.Option(False, "--version", help="Print the version and exit."),
     ) -> None:

@@ -1,0 +1,47 @@
+"""CLI: `samadapt predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+
+
+def predict(
+    input: Path = typer.Option(..., "--input", "-i", help="An image (PNG, JPEG, TIFF, BMP, GIF) or a folder of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for <stem>_mask.png and <stem>_overlay.png."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`) or a samadapt checkpoint folder."),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Meta .pt/.pth file, Hugging Face folder or samadapt checkpoint folder."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
+    box: tuple[float, float, float, float] | None = typer.Option(None, "--box", help="Box prompt x0 y0 x1 y1 in image pixels."),
+    point: tuple[float, float] | None = typer.Option(None, "--point", help="Positive point prompt x y in image pixels."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+) -> None:
+    """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
+    import json
+
+    import torch
+
+    from samadapt.inference.predict import Prompt, collect_images, run_predict
+    from samadapt.models.loading import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    if image_size is not None and image_size <= 0:
+        from samadapt.errors import UserError
+
+        raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
+    inputs = collect_images(input)  # fail on bad input before the (slow) model build
+    prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
+    net = load_model(model, weights=weights, image_size=image_size).eval()
+    summary = run_predict(net, inputs, out, prompt)
+    seconds = summary["seconds"]
+    total = sum(seconds.values())
+    print(f"wrote {2 * summary['images']} files to {out} ({total / max(1, summary['images']):.2f} s per image; "
+          + ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()) + ")")
+    if len(inputs) == 1:
+        print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))

@@ -1,0 +1,45 @@
+"""Colour overlays of masks on images, for people to look at (predict, evaluation reports, demo)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Distinguishable colours (RGB) for classes 1..K; class k uses PALETTE[(k - 1) % len(PALETTE)].
+PALETTE = np.array(
+    [
+        (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+        (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    ],
+    dtype=np.float32,
+)
+
+
+def to_display_rgb(image: np.ndarray) -> np.ndarray:
+    """Any (H, W) / (H, W, C) image -> (H, W, 3) uint8 for display (min-max scaled unless uint8)."""
+    from samadapt.data.preprocess import to_three_channels, to_unit_range
+
+    unit = to_three_channels(to_unit_range(image))
+    return np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+    """Blend an index mask (H, W), 0 = background, onto an image; returns (H, W, 3) uint8."""
+    rgb = to_display_rgb(image).astype(np.float32)
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"mask shape {labels.shape} differs from image shape {rgb.shape[:2]}")
+    for k in np.unique(labels):
+        if k == 0:
+            continue
+        where = labels == k
+        colour = PALETTE[(int(k) - 1) % len(PALETTE)]
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
+        if outline:
+            rgb[_boundary(where)] = colour
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` with at least one 4-neighbour outside it."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
