@@ -98,5 +98,6 @@ def visible_units(mask: torch.Tensor) -> torch.Tensor:
 
 def unit_mask_to_pixels(mask: torch.Tensor, grid: tuple[int, int], unit: int = MASK_UNIT_PIXELS) -> torch.Tensor:
     """bool (batch, n_units) -> bool (batch, 1, grid_h * unit, grid_w * unit), True = masked pixel."""
-    grid_mask = mask.view(mask.shape[0], 1, grid[0], grid[1])
-    return grid_mask.repeat_interleave(unit, dim=2).repeat_interleave(unit, dim=3)
+    batch = mask.shape[0]
+    grid_mask = mask.view(batch, 1, grid[0], 1, grid[1], 1).expand(-1, -1, -1, unit, -1, unit)
+    return grid_mask.reshape(batch, 1, grid[0] * unit, grid[1] * unit)

@@ -156,27 +156,36 @@ def _pool_units(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor
     return pooled.permute(0, 2, 3, 1).reshape(b, v, s // stride[0], s // stride[1], c)
 
 
-def _packed_attention(block, q, k, v, units, grid, unit_side) -> torch.Tensor:
+def _packed_attention(block, q, k, v, units, grid, unit_side, cache: dict) -> torch.Tensor:
     """Windowed attention of a block over visible units packed by window.
 
     q: (B, V, tq, heads, hd); k, v: (B, V, tk, heads, hd). Returns (B, V, tq, heads * hd).
     """
     batch, n_visible, tq, heads, hd = q.shape
     tk = k.shape[2]
-    groups = _window_groups(units, grid, unit_side, block.window_size)
+    key = (unit_side, block.window_size)  # blocks with the same window share one packing
+    if key not in cache:
+        cache[key] = _window_groups(units, grid, unit_side, block.window_size)
+    groups = cache[key]
     n_groups, slots = groups.slot_unit.shape
 
-    def pack(t: torch.Tensor, per_unit: int) -> torch.Tensor:  # -> (N, heads, M * per_unit, hd)
-        t = t.reshape(batch * n_visible, per_unit, heads, hd)[groups.slot_unit.reshape(-1)]
-        return t.view(n_groups, slots * per_unit, heads, hd).transpose(1, 2)
+    # Token rows of each packed window; empty slots point anywhere (they are masked out as keys and
+    # their query outputs are dropped).
+    def token_rows(per_unit: int) -> torch.Tensor:  # (N, M * per_unit)
+        base = groups.slot_unit[:, :, None] * per_unit + torch.arange(per_unit, device=q.device)
+        return base.reshape(n_groups, slots * per_unit)
 
-    qp, kp, vp = pack(q, tq), pack(k, tk), pack(v, tk)
-    # The zero-padding keys of SAM2's window partition: key/value = the qkv layer's bias.
+    # The zero-padding keys of SAM2's window partition: key/value = the qkv layer's bias. One extra
+    # row appended to the key/value source, gathered as the last key of every window.
     bias = block.attn.qkv.bias
     bias = torch.zeros(3 * heads * hd, dtype=q.dtype, device=q.device) if bias is None else bias
     pad_k, pad_v = bias.view(3, heads, hd)[1:].to(q.dtype).unbind(0)
-    kp = torch.cat([kp, pad_k[None, :, None, :].expand(n_groups, -1, 1, -1)], dim=2)
-    vp = torch.cat([vp, pad_v[None, :, None, :].expand(n_groups, -1, 1, -1)], dim=2)
+    key_rows = token_rows(tk)
+    key_rows = torch.cat([key_rows, key_rows.new_full((n_groups, 1), batch * n_visible * tk)], dim=1)
+    k_src = torch.cat([k.reshape(-1, heads, hd), pad_k[None]])
+    v_src = torch.cat([v.reshape(-1, heads, hd), pad_v[None]])
+    qp = q.reshape(-1, heads, hd)[token_rows(tq)].transpose(1, 2)  # (N, heads, M * tq, hd)
+    kp, vp = k_src[key_rows].transpose(1, 2), v_src[key_rows].transpose(1, 2)
     key_logit = torch.zeros(n_groups, slots, tk, dtype=q.dtype, device=q.device)
     key_logit = key_logit.masked_fill(~groups.slot_valid[:, :, None], -math.inf).reshape(n_groups, -1)
     key_logit = torch.cat([key_logit, groups.pad_logit.to(q.dtype)[:, None]], dim=1)
@@ -185,7 +194,7 @@ def _packed_attention(block, q, k, v, units, grid, unit_side) -> torch.Tensor:
     return out[groups.unit_slot].view(batch, n_visible, tq, heads * hd)
 
 
-def _sparse_block(block, x: torch.Tensor, units: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def _sparse_block(block, x: torch.Tensor, units: torch.Tensor, grid: tuple[int, int], cache: dict) -> torch.Tensor:
     """One Sam2MultiScaleBlock over visible units: x (B, V, s, s, C_in) -> (B, V, s', s', C_out)."""
     batch, n_visible, side, _, channels = x.shape
     if block.window_size > 0 and side % block.window_size == 0:
@@ -208,7 +217,7 @@ def _sparse_block(block, x: torch.Tensor, units: torch.Tensor, grid: tuple[int, 
         flat = [t.reshape(batch, -1, heads, t.shape[-1]).transpose(1, 2) for t in (query, key, value)]
         out = F.scaled_dot_product_attention(*flat, scale=attn.scale).transpose(1, 2)
     else:
-        out = _packed_attention(block, query, key, value, units, grid, side)
+        out = _packed_attention(block, query, key, value, units, grid, side, cache)
     out = attn.proj(out.reshape(batch, n_visible, out_side, out_side, -1))
     hidden = residual + out
     return hidden + block.mlp(block.layer_norm2(hidden))
@@ -228,9 +237,9 @@ def sparse_trunk_forward(trunk: nn.Module, pixels: torch.Tensor, mask: torch.Ten
     grid = (pixels.shape[-2] // MASK_UNIT_PIXELS, pixels.shape[-1] // MASK_UNIT_PIXELS)
     units = visible_units(mask).to(pixels.device)
     x = gather_units(grid_to_units(embed_masked(trunk, pixels, mask, grid), grid), units)
-    stages = []
+    stages, cache = [], {}
     for index, block in enumerate(trunk.blocks):
-        x = _sparse_block(block, x, units, grid)
+        x = _sparse_block(block, x, units, grid, cache)
         if index in trunk.stage_ends:
             stages.append(x)
     return stages
