@@ -11,6 +11,7 @@ Nothing happens on import: the process group is created only by `init_distribute
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import subprocess
@@ -243,15 +244,21 @@ class ResumableDistributedSampler(DistributedSampler):
             padding = self.total_size - len(order)
             order += (order * (padding // max(1, len(order)) + 1))[:padding]
         remaining = order[self.consumed_global:]
-        # Equal counts per rank, or DDP would wait forever on a rank that ran out of batches.
-        usable = len(remaining) - len(remaining) % self.num_replicas
-        return remaining[:usable]
+        # Equal counts per rank, or DDP would wait forever on a rank that ran out of batches. Only
+        # after resuming on another world size can the remainder be uneven: pad or drop as torch does.
+        extra = len(remaining) % self.num_replicas
+        if extra and self.drop_last:
+            remaining = remaining[: len(remaining) - extra]
+        elif extra:
+            remaining += remaining[: self.num_replicas - extra]
+        return remaining
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._remaining()[self.rank :: self.num_replicas])
 
     def __len__(self) -> int:
-        return max(0, (self.total_size - self.consumed_global) // self.num_replicas)
+        left = max(0, self.total_size - self.consumed_global)
+        return left // self.num_replicas if self.drop_last else math.ceil(left / self.num_replicas)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed_global": self.consumed_global, "seed": self.seed}

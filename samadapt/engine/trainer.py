@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +48,7 @@ from samadapt.engine import checkpoint as ckpt
 from samadapt.engine import distributed as dist_utils
 from samadapt.engine.callbacks import Callback, move_to_device, resolve_precision
 from samadapt.engine.logging import MetricLogger, ProgressBar
+from samadapt.engine.signals import StopRequest, stop_on_signals
 from samadapt.errors import UserError
 
 StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, float], int]]
@@ -110,7 +109,7 @@ class Trainer:
         self.bad_validations = 0
         self._epoch_sums: dict[str, float] = {}
         self._epoch_images = 0
-        self._stop_requested = False
+        self._stop = StopRequest()
         self.logger: MetricLogger | None = None
         self.last_validation: dict[str, float] = {}
 
@@ -249,7 +248,7 @@ class Trainer:
                                    resume_after_step=self.global_step if resumed_from else None)
         self._last_saved_step = self.global_step if resumed_from else -1
         status = "completed"
-        with self._signal_guard():
+        with stop_on_signals(self.handle_signals) as self._stop:
             while self.epoch < epochs and status == "completed":
                 if max_steps is not None and self.global_step >= max_steps:
                     status = "max_steps"
@@ -269,7 +268,9 @@ class Trainer:
         if getattr(self, "_loader_generator", None) is not None:
             # Worker seeds come from this generator: fix it per epoch so a resumed run draws the same.
             self._loader_generator.manual_seed((self.seed or 0) * 1_000_003 + self.epoch)
-        total_batches = self._batches_per_epoch()
+        # A resumable sampler knows what is left (even after a change of world size); a plain
+        # loader is fast-forwarded below instead.
+        total_batches = self.batch_in_epoch + len(self.loader) if self.sampler is not None else len(self.loader)
         batches = iter(self.loader)
         if self.sampler is None and self.batch_in_epoch:  # plain loader: fast-forward instead
             for _ in range(self.batch_in_epoch):
@@ -344,7 +345,7 @@ class Trainer:
     def _reduce_and_log(self, metrics: dict[str, float], images: int, bar: ProgressBar) -> bool:
         """Average metrics over ranks, log them; returns True when any rank asked to stop."""
         keys = sorted(metrics)
-        flags = [1.0 if self._stop_requested else 0.0, 0.0 if math.isfinite(metrics["loss"]) else 1.0]
+        flags = [1.0 if self._stop.requested else 0.0, 0.0 if math.isfinite(metrics["loss"]) else 1.0]
         packed = torch.tensor([metrics[k] for k in keys] + flags, dtype=torch.float64)
         packed = dist_utils.all_reduce_mean(packed)  # one collective per step for metrics and flags
         reduced = dict(zip(keys, packed[: len(keys)].tolist()))
@@ -398,25 +399,7 @@ class Trainer:
             self.bad_validations += 1
         return self.patience is not None and self.bad_validations >= self.patience
 
-    # ----------------------------------------------------------------------------- signals, summary
-    @contextlib.contextmanager
-    def _signal_guard(self):
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request_stop(signum, frame):
-            if self._stop_requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait
-            self._stop_requested = True
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
+    # ----------------------------------------------------------------------------- summary
     def _summary(self, status: str, resumed_from: Path | None, seconds: float) -> dict:
         latest = ckpt.list_checkpoints(self.checkpoint_dir) if self.is_main else []
         return {
