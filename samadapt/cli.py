@@ -21,6 +21,7 @@ from samadapt.errors import EXIT_USER_ERROR, UserError
 COMMAND_MODULES = (
     "samadapt.models.commands",
     "samadapt.inference.commands",
+    "samadapt.demo",
     "samadapt.data.commands",
     "samadapt.evaluate.commands",
 )
