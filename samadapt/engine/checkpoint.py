@@ -294,3 +294,7 @@ def _remove_stale_temporaries(directory: Path) -> None:
     # A process killed mid-write leaves `.<name>.<random>.tmp` behind; it can never be loaded, so drop it.
     for leftover in directory.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
+    # Killed between the .pt and its record: the file can never be loaded, so it only takes space.
+    for unfinished in directory.glob("ckpt-*.pt"):
+        if _STEP_NAME.match(unfinished.name) and not record_path(unfinished).exists():
+            unfinished.unlink(missing_ok=True)

@@ -93,6 +93,7 @@ def test_file_without_record_is_never_loaded(tmp_path):
 
 def test_keep_last_prunes_oldest_and_stale_temporaries(tmp_path):
     (tmp_path / ".ckpt-00000001.pt.abc.tmp").write_bytes(b"half")
+    (tmp_path / "ckpt-00000000.pt").write_bytes(b"complete file whose record was never written")
     for step in range(1, 6):
         ckpt.save_checkpoint(tmp_path, step, _state(step), keep_last=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-00000005.pt", "ckpt-00000004.pt"]
