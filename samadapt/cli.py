@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "samadapt.demo",
     "samadapt.data.commands",
     "samadapt.evaluate.commands",
+    "samadapt.pretrain.commands",
 )
 
 

@@ -151,15 +151,18 @@ class MaskedAutoencoder(nn.Module):
     """MAE of SAM2's Hiera trunk (`transformers` `Sam2HieraDetModel`, e.g. `Sam2Model.vision_encoder.backbone`)."""
 
     def __init__(self, trunk: nn.Module, patch_size: int = 16, decoder_dim: int = 256, decoder_depth: int = 2,
-                 decoder_heads: int = 8, norm_pix: bool = True):
+                 decoder_heads: int = 8, norm_pix: bool = True, dense_mask_token: bool = True):
         super().__init__()
         self.trunk = trunk
         self.patch_size = patch_size
         self.norm_pix = norm_pix
         config = trunk.config
-        # The dense path's learned token for masked units (the sparse path has no use for it).
-        self.mask_token = nn.Parameter(torch.zeros(config.hidden_size))
-        nn.init.normal_(self.mask_token, std=0.02)
+        # The dense path's learned token for masked units. A sparse-only model leaves it out so that
+        # every parameter receives a gradient (distributed data parallel requires it).
+        self.mask_token = None
+        if dense_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(config.hidden_size))
+            nn.init.normal_(self.mask_token, std=0.02)
         self.decoder = MaeDecoder(list(config.embed_dim_per_stage), stage_unit_sides(config), patch_size,
                                   decoder_dim, decoder_depth, decoder_heads, config.num_channels)
 
@@ -170,6 +173,8 @@ class MaskedAutoencoder(nn.Module):
             return sparse_trunk_forward(self.trunk, pixels, mask), visible
         if path != "dense":
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if self.mask_token is None:
+            raise ValueError("this model was built without the dense path's mask token (dense_mask_token=False)")
         grid = (pixels.shape[-2] // MASK_UNIT_PIXELS, pixels.shape[-1] // MASK_UNIT_PIXELS)
         stages = dense_trunk_forward(self.trunk, pixels, mask, self.mask_token)
         return [gather_units(grid_to_units(s, grid), visible) for s in stages], visible

@@ -1,0 +1,54 @@
+"""CLI: `samadapt pretrain` (MAE pre-training of the SAM2 image encoder on unlabeled images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)
+
+
+def pretrain(
+    data: list[str] = typer.Option(..., "--data", help="Folder of images (searched recursively), image/NIfTI file, or dataset description; repeat for several."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics, recon/ pictures, and encoder/ at the end."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="SAM2 variant (see `samadapt models`)."),
+    image_size: int = typer.Option(512, "--image-size", help="Training input size in pixels, a multiple of 32 (the mask unit)."),
+    init: str = typer.Option("random", "--init", help="'random', or a path to SAM2 weights (Meta .pt, Hugging Face folder, samadapt checkpoint)."),
+    mask_ratio: float = typer.Option(0.75, "--mask-ratio", help="Fraction of 32x32-pixel units hidden, strictly between 0 and 1."),
+    path: str = typer.Option("sparse", "--path", help="sparse: the encoder sees only visible units (fast); dense: mask tokens, full grid."),
+    epochs: int = typer.Option(100, "--epochs", help="Training epochs (may be raised when resuming)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
+    lr: float = typer.Option(1.5e-4, "--lr", help="Peak AdamW learning rate."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on biases, norms, embeddings)."),
+    warmup_epochs: float = typer.Option(5.0, "--warmup-epochs", help="Linear warm-up before the cosine decay, in epochs."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm to this value (0: off)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and masks."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Also save a resumable checkpoint every N steps (0: only per epoch)."),
+    recon_every: int = typer.Option(5, "--recon-every", help="Write recon/epoch-XXXX.png every K epochs and at the end (0: never)."),
+    workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint (same settings)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+) -> None:
+    """Pre-train the SAM2 image encoder as a masked autoencoder on unlabeled images.
+
+    The result, OUT/encoder, is a samadapt checkpoint; fine-tune from it with `--init mae:OUT`.
+    """
+    import json
+
+    from samadapt.pretrain.train import PretrainConfig, run_pretrain
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    config = PretrainConfig(
+        data=[str(d) for d in data], out=str(out), model=model, image_size=image_size, init=init,
+        mask_ratio=mask_ratio, path=path, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
+        recon_every=recon_every, num_workers=workers,
+    )
+    summary = run_pretrain(config, resume=resume)
+    print(json.dumps({k: summary[k] for k in ("status", "epochs_completed", "global_step", "last_train", "encoder")}))

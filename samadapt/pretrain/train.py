@@ -1,0 +1,192 @@
+"""MAE pre-training of a SAM2 image encoder on unlabeled images, on the shared `Trainer`.
+
+Run folder (`--out RUN_DIR`):
+    checkpoints/     resumable training state (trunk + MAE decoder + optimiser), see samadapt.engine
+    metrics.csv, tensorboard/   per-step loss and lr (written by the engine's MetricLogger)
+    recon/epoch-XXXX.png        original / masked input / reconstruction of a few fixed images
+    encoder/         the result: the whole SAM2 model in samadapt's checkpoint format, its image
+                     encoder pre-trained (the neck, prompt encoder and mask decoder stay as
+                     initialised); provenance says how it was made. See `load_pretrained_encoder`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from samadapt.errors import UserError
+from samadapt.pretrain.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
+
+ENCODER_DIR = "encoder"
+RECON_DIR = "recon"
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pre-training run (stored in its checkpoints; resume must match)."""
+
+    data: list[str]
+    out: str
+    model: str = "sam2-hiera-tiny"
+    image_size: int = 512
+    init: str = "random"
+    mask_ratio: float = 0.75
+    path: str = "sparse"
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1.5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    patch_size: int = 16
+    decoder_dim: int = 256
+    decoder_depth: int = 2
+    norm_pix: bool = True
+    checkpoint_every: int = 500
+    recon_every: int = 5
+    num_workers: int = 0
+    command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
+
+    def validate(self) -> None:
+        check_mask_ratio(self.mask_ratio)
+        unit_grid(self.image_size)
+        if self.path not in ("sparse", "dense"):
+            raise UserError(f"--path must be sparse or dense, got {self.path!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise UserError(f"--warmup-epochs must be in [0, --epochs={self.epochs}], got {self.warmup_epochs}")
+        if MASK_UNIT_PIXELS % self.patch_size:
+            raise UserError(f"patch size {self.patch_size} must divide the mask unit ({MASK_UNIT_PIXELS} pixels)")
+        if self.recon_every < 0 or self.checkpoint_every < 0:
+            raise UserError("--recon-every and --checkpoint-every must be >= 0")
+        if not self.data:
+            raise UserError("give at least one --data folder or file")
+
+    def resume_key(self) -> dict:
+        """What a resumed run must share with the original (epochs and logging cadence may change)."""
+        key = asdict(self)
+        for free in ("epochs", "command", "recon_every", "checkpoint_every", "num_workers", "out"):
+            key.pop(free)
+        return key
+
+
+def _check_image_files(dataset) -> None:
+    """Refuse 2-D images smaller than one mask unit: letterboxing would only blow up a few pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path, _, slice_index in dataset.items:
+        if slice_index is not None:
+            continue
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError):
+            continue  # formats Pillow cannot open (e.g. some TIFFs) are checked by the dataset reader
+        if min(width, height) < MASK_UNIT_PIXELS:
+            raise UserError(
+                f"image is {width}x{height} pixels, smaller than one {MASK_UNIT_PIXELS}-pixel mask unit", path
+            )
+
+
+def build_dataset(config: PretrainConfig):
+    from samadapt.data.dataset import find_description, load_dataset
+    from samadapt.data.torch_datasets import UnlabeledImageDataset
+
+    sources = []
+    for item in config.data:
+        path = Path(item)
+        if not path.exists():
+            raise UserError("--data path does not exist", path)
+        # A dataset description (YAML/JSON, or a folder holding one) is read as a dataset; other
+        # folders are searched for images recursively.
+        described = path.suffix.lower() in (".yaml", ".yml", ".json") if path.is_file() else find_description(path)
+        sources.append(load_dataset(path) if described else path)
+    dataset = UnlabeledImageDataset(sources, config.image_size)
+    _check_image_files(dataset)
+    if len(dataset) < config.batch_size:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(dataset)} images found in "
+                        f"{', '.join(config.data)}")
+    return dataset
+
+
+def build_model(config: PretrainConfig):
+    """The `SegmentAnything` model (random or from SAM2 weights) and the MAE around its trunk."""
+    from samadapt.models.loading import load_model
+    from samadapt.models.registry import get_spec
+    from samadapt.pretrain.mae import MaskedAutoencoder
+
+    spec = get_spec(config.model)
+    if spec.family != "sam2":
+        raise UserError(f"MAE pre-training supports SAM2 Hiera models; {config.model} is a {spec.family} model")
+    weights = None if config.init == "random" else config.init
+    if weights is not None and not Path(weights).exists():
+        raise UserError("--init must be 'random' or a path to SAM2 weights; path not found", weights)
+    model = load_model(spec.name, weights, config.image_size)
+    mae = MaskedAutoencoder(model.trunk, patch_size=config.patch_size, decoder_dim=config.decoder_dim,
+                            decoder_depth=config.decoder_depth, norm_pix=config.norm_pix,
+                            dense_mask_token=config.path == "dense")
+    return model, mae
+
+
+def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
+    import torch
+
+    from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
+    from samadapt.engine.trainer import Trainer
+    from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.pretrain.masking import random_unit_mask
+    from samadapt.pretrain.recon import ReconstructionPictures
+
+    config.validate()
+    run_dir = Path(config.out)
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise UserError("cannot resume: no checkpoints in this run folder", run_dir)
+    dataset = build_dataset(config)
+    model, mae = build_model(config)
+    grid = unit_grid(config.image_size)
+
+    def step_fn(net, batch):
+        pixels = batch["image"]
+        # Masks come from the global RNG, which the trainer seeds and stores in checkpoints, so a
+        # resumed run draws the same masks as an uninterrupted one.
+        mask = random_unit_mask(pixels.shape[0], grid, config.mask_ratio).to(pixels.device)
+        out = net(pixels, mask, config.path)
+        return out.loss, {}, pixels.shape[0]
+
+    optimizer = torch.optim.AdamW(adamw_param_groups(mae, config.lr, config.weight_decay), betas=(0.9, 0.95))
+    steps_per_epoch = len(dataset) // config.batch_size  # drop_last; refined by the trainer under DDP
+
+    def scheduler(opt, total_steps):
+        warmup = min(total_steps, round(config.warmup_epochs * max(1, total_steps // config.epochs)))
+        return cosine_with_warmup(opt, total_steps, warmup_steps=warmup)
+
+    pictures = ReconstructionPictures(dataset, grid, config.path, run_dir / RECON_DIR, config.recon_every,
+                                      seed=config.seed, mask_ratio=config.mask_ratio)
+    trainer = Trainer(
+        mae, step_fn, optimizer, run_dir=run_dir, train_data=dataset, batch_size=config.batch_size,
+        scheduler=scheduler, grad_clip=config.grad_clip, checkpoint_every_steps=config.checkpoint_every or None,
+        resume=resume, meta=config.resume_key(), resume_may_differ=("epochs",), callbacks=[pictures],
+        seed=config.seed, num_workers=config.num_workers, progress=progress,
+    )
+    summary = trainer.fit(config.epochs, max_steps=max_steps)
+    if trainer.is_main:
+        provenance = {
+            "stage": "mae-pretrain", "command": config.command, "data": [str(Path(d).resolve()) for d in config.data],
+            "images": len(dataset), "init": config.init, "epochs_completed": summary["epochs_completed"],
+            "epochs_planned": config.epochs, "steps": summary["global_step"], "mask_ratio": config.mask_ratio,
+            "image_size": config.image_size, "path": config.path, "batch_size": config.batch_size,
+            "lr": config.lr, "seed": config.seed, "patch_size": config.patch_size, "norm_pix": config.norm_pix,
+            "final_train_loss": summary["last_train"].get("loss"), "status": summary["status"],
+            "steps_per_epoch": steps_per_epoch,
+        }
+        save_checkpoint(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
+    summary["encoder"] = str(run_dir / ENCODER_DIR)
+    return summary
