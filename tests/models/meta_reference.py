@@ -58,7 +58,9 @@ def meta_sam2_decode(model, feats, coords, labels, multimask):
 
 def import_segment_anything():
     """`segment_anything.build_sam` / `.modeling` without its package __init__ (which needs torchvision)."""
-    if "segment_anything.modeling" not in sys.modules:
+    # Check the parent package, not a submodule: a failed `import segment_anything` elsewhere (its
+    # __init__ needs torchvision) leaves `.modeling` in sys.modules but removes the package itself.
+    if "segment_anything" not in sys.modules:
         spec = importlib.util.find_spec("segment_anything")
         if spec is None:
             pytest.skip("segment-anything (Meta's SAM code) is not installed")
