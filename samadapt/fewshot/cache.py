@@ -1,0 +1,274 @@
+"""Encode every image (or slice) once with the frozen encoder and keep the features on disk.
+
+Layout of a cache folder::
+
+    cache.json                    model identity + one entry per item (see `FeatureCache`)
+    features/<key>.safetensors    embedding (256, S/16, S/16) and, for SAM2, high_res_s4
+                                  (32, S/4, S/4) and high_res_s8 (64, S/8, S/8), all float16
+
+`key` is the sha256 of (image file content, slice index, model name, weights fingerprint, input
+size, preprocessing version, dtype). A re-run therefore finds every unchanged item already on disk
+and encodes only new or changed ones; changing the model, its weights or the input size changes
+every key, and the files the new manifest no longer names are deleted. Files are written one by one
+and atomically, so an interrupted build keeps what it finished. safetensors files are memory-mapped
+on read, so training touches only the items it uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from samadapt.errors import UserError
+from samadapt.fewshot.items import PREPROCESS_VERSION, Item, case_items, file_sha256, model_input, unit_images
+
+CACHE_FORMAT = "samadapt-fewshot-cache"
+CACHE_VERSION = 1
+MANIFEST = "cache.json"
+FEATURE_DIR = "features"
+CACHE_DTYPE = torch.float16
+# Random weights (no --weights) must be the same model in `cache`, `train` and `predict`.
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What decides the cached features besides the image: the model, its weights, its input size."""
+
+    name: str
+    image_size: int
+    weights: str | None  # path as given, or None for seeded random weights
+    weights_fingerprint: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "image_size": self.image_size, "weights": self.weights,
+                "weights_fingerprint": self.weights_fingerprint}
+
+
+def weights_fingerprint(weights: str | Path | None) -> str:
+    """sha256 of a weights file, or of the files of a weights folder; 'random-seed-0' for none."""
+    if weights is None:
+        return f"random-seed-{RANDOM_INIT_SEED}"
+    path = Path(weights)
+    if not path.exists():
+        raise UserError("weights not found", path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def build_frozen_model(name: str, weights: str | Path | None, image_size: int):
+    """The model whose encoder makes (or made) the cache, in eval mode with no gradients.
+
+    Without weights the random initialisation is seeded, so the same model comes back in every
+    command (the global RNG state is left untouched).
+    """
+    from samadapt.models.loading import load_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = load_model(name, weights=weights, image_size=image_size)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
+def model_identity(name: str, weights: str | Path | None, image_size: int) -> ModelIdentity:
+    from samadapt.models.registry import get_spec
+
+    spec = get_spec(name)
+    spec.check_image_size(image_size)
+    return ModelIdentity(spec.name, int(image_size), None if weights is None else str(weights),
+                         weights_fingerprint(weights))
+
+
+def item_key(content_sha256: str, slice_index: int | None, identity: ModelIdentity) -> str:
+    text = json.dumps([content_sha256, slice_index, identity.name, identity.weights_fingerprint,
+                       identity.image_size, PREPROCESS_VERSION, str(CACHE_DTYPE)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FeatureCache:
+    """A cache folder opened for reading.
+
+    `entries[item_id]` = {key, file, case, slice, source, content_sha256, original_hw, resized_hw, bytes}.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        manifest = self.directory / MANIFEST
+        if not manifest.is_file():
+            raise UserError(f"not a few-shot feature cache (no {MANIFEST}); build one with `samadapt fewshot cache`",
+                            self.directory)
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cache manifest is unreadable ({exc})", manifest) from None
+        if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
+            raise UserError(f"not a {CACHE_FORMAT} version {CACHE_VERSION} manifest", manifest)
+        self.manifest = data
+        self.identity = ModelIdentity(**data["model"])
+        self.entries: dict[str, dict] = data["entries"]
+
+    def check_model(self, name: str | None = None, image_size: int | None = None) -> None:
+        """Refuse a cache made with another model or input size than the caller intends to use."""
+        from samadapt.models.registry import get_spec
+
+        if name is not None and get_spec(name).name != self.identity.name:
+            raise UserError(f"cache was built with model {self.identity.name}, not {get_spec(name).name}: "
+                            "rebuild it with `samadapt fewshot cache`", self.directory)
+        if image_size is not None and int(image_size) != self.identity.image_size:
+            raise UserError(f"cache was built at {self.identity.image_size} px, not {image_size} px: "
+                            "rebuild it with `samadapt fewshot cache`", self.directory)
+        if self.manifest.get("preprocess") != PREPROCESS_VERSION:
+            raise UserError("cache was built with another preprocessing version: rebuild it", self.directory)
+
+    def entry(self, item_id: str) -> dict:
+        if item_id not in self.entries:
+            raise UserError(f"item {item_id!r} is not in the feature cache: run `samadapt fewshot cache` on its dataset",
+                            self.directory)
+        return self.entries[item_id]
+
+    def check_current(self, item: Item, content_sha256: str | None = None) -> None:
+        """Refuse an item whose image file changed since it was cached."""
+        entry = self.entry(item.item_id)
+        actual = content_sha256 or file_sha256(item.case.image)
+        if actual != entry["content_sha256"]:
+            raise UserError(f"image of {item.item_id!r} changed since it was cached: rebuild the cache", item.case.image)
+
+    def load(self, item_id: str, dtype: torch.dtype = torch.float32):
+        """`ImageFeatures` of one item with a batch axis of 1 (memory-mapped read, then cast)."""
+        from safetensors import safe_open
+
+        from samadapt.models.segment_anything import ImageFeatures
+
+        path = self.directory / self.entry(item_id)["file"]
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {k: handle.get_tensor(k).to(dtype)[None] for k in handle.keys()}
+        except Exception as exc:
+            raise UserError(f"cached features are unreadable ({type(exc).__name__}); rebuild the cache", path) from None
+        return ImageFeatures.from_dict(tensors)
+
+
+@dataclass
+class CacheReport:
+    items: int
+    encoded: int
+    reused: int
+    removed_stale: int
+    total_bytes: int
+    seconds_encoding: float
+    seconds_total: float
+
+    @property
+    def bytes_per_item(self) -> float:
+        return self.total_bytes / max(1, self.items)
+
+
+def _write_features(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file({k: v.to(CACHE_DTYPE).contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, image_size: int,
+                batch_size: int = 4, on_item: Callable[[str, bool], None] | None = None, model=None) -> CacheReport:
+    """Encode every item of `cases` not yet cached under the current model identity.
+
+    Args:
+        cases: `Case`s (2D images or 3D volumes; labels are not needed).
+        model: an already built frozen model to use (otherwise built only if something must be encoded).
+        on_item: called with (item_id, reused) per item (progress display).
+    """
+    from samadapt.engine.atomic import atomic_write_text, ensure_writable_dir
+
+    started = time.perf_counter()
+    identity = model_identity(name, weights, image_size)
+    out = ensure_writable_dir(out)
+    feature_dir = ensure_writable_dir(out / FEATURE_DIR)
+    entries: dict[str, dict] = {}
+    pending: list[tuple[str, dict, object]] = []  # (item_id, entry, unit image) waiting to be encoded
+    encoded = reused = 0
+    encode_seconds = 0.0
+
+    def flush() -> None:
+        nonlocal model, encoded, encode_seconds
+        if not pending:
+            return
+        if model is None:
+            model = build_frozen_model(identity.name, weights, identity.image_size)
+        inputs, boxes = zip(*(model_input(unit, identity.image_size) for _, _, unit in pending))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            features = model.encode(torch.stack(inputs))
+        encode_seconds += time.perf_counter() - start
+        for index, ((item_id, entry, _), box) in enumerate(zip(pending, boxes)):
+            path = out / entry["file"]
+            _write_features(path, {k: v[index] for k, v in features.as_dict().items()}, {"item": item_id, "model": identity.to_dict()})
+            entry.update(original_hw=list(box.original_hw), resized_hw=list(box.resized_hw), bytes=path.stat().st_size)
+            encoded += 1
+            if on_item is not None:
+                on_item(item_id, False)
+        pending.clear()
+
+    previous = _previous_entries(out)
+    for case in cases:
+        content = file_sha256(case.image)
+        units = None
+        for item in case_items(case):
+            key = item_key(content, item.slice_index, identity)
+            entry = {"key": key, "file": f"{FEATURE_DIR}/{key}.safetensors", "case": case.id, "slice": item.slice_index,
+                     "source": str(case.image), "content_sha256": content}
+            if item.item_id in entries:
+                raise UserError(f"two items share the id {item.item_id!r}", case.image)
+            entries[item.item_id] = entry
+            old = previous.get(item.item_id)
+            if (out / entry["file"]).is_file() and old is not None and old.get("key") == key:
+                entry.update(original_hw=old["original_hw"], resized_hw=old["resized_hw"], bytes=old["bytes"])
+                reused += 1
+                if on_item is not None:
+                    on_item(item.item_id, True)
+                continue
+            if units is None:  # decode the image/volume only when something of it must be encoded
+                units = unit_images(case)
+            pending.append((item.item_id, entry, units[item.slice_index or 0]))
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    if not entries:
+        raise UserError("no images to cache")
+    manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model": identity.to_dict(),
+                "preprocess": PREPROCESS_VERSION, "dtype": str(CACHE_DTYPE).removeprefix("torch."),
+                "entries": entries}
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    wanted = {Path(e["file"]).name for e in entries.values()}
+    removed = 0
+    for file in feature_dir.iterdir():  # features of another model/size/image version: no longer valid
+        if file.name not in wanted:
+            file.unlink()
+            removed += 1
+    total = sum(e["bytes"] for e in entries.values())
+    return CacheReport(len(entries), encoded, reused, removed, total, encode_seconds, time.perf_counter() - started)
+
+
+def _previous_entries(out: Path) -> dict:
+    try:
+        return FeatureCache(out).entries
+    except (UserError, KeyError, TypeError):
+        return {}

@@ -1,0 +1,121 @@
+"""CLI: `samadapt fewshot cache | train | predict | evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+fewshot_app = typer.Typer(help="Few-shot prompt-free segmentation: a few labelled images become the prompts.",
+                          no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(fewshot_app, name="fewshot")
+
+
+def _cases(data: Path, splits: Path | None, part: str, fold: int = 0):
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.splits import load_splits, split_cases
+
+    dataset = load_dataset(data)
+    cases = dataset.cases if splits is None else split_cases(dataset, load_splits(splits, dataset), part, fold)
+    if not cases:
+        from samadapt.errors import UserError
+
+        raise UserError(f"no cases in part {part!r} of the splits", splits)
+    return dataset, cases
+
+
+@fewshot_app.command("cache")
+def cache(
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`)."),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file/folder; none = seeded random weights."),
+    image_size: int = typer.Option(1024, "--image-size", help="Model input size in pixels."),
+    data: Path = typer.Option(..., "--data", help="Dataset description or folder (2D images or NIfTI volumes)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache folder (re-runs reuse it)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
+) -> None:
+    """Encode every image/slice once with the frozen encoder and store the decoder's inputs (fp16)."""
+    from samadapt.data.dataset import load_dataset
+    from samadapt.fewshot.cache import build_cache
+
+    dataset = load_dataset(data)
+    report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size)
+    rate = report.encoded / report.seconds_total if report.encoded and report.seconds_total else 0.0
+    print(f"{report.items} items in {out}: {report.encoded} encoded, {report.reused} reused, "
+          f"{report.removed_stale} stale removed; {report.bytes_per_item / 1024:.1f} KiB per item, "
+          f"{report.total_bytes / 1024**2:.1f} MiB total" + (f"; {rate:.2f} items/s" if rate else ""))
+
+
+@fewshot_app.command("train")
+def train(
+    support: Path = typer.Option(..., "--support", help="Labelled dataset the shots are picked from."),
+    cache_dir: Path = typer.Option(..., "--cache", help="Feature cache built by `samadapt fewshot cache`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
+    shots: int = typer.Option(5, "--shots", "-k", help="Number of labelled images/slices to learn from."),
+    splits: Path | None = typer.Option(None, "--split", help="splits.json: shots come from its training part."),
+    fold: int = typer.Option(0, "--fold", help="Fold of the splits."),
+    epochs: int = typer.Option(100, "--epochs"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed", help="Picks the shots and seeds training."),
+    loss: str = typer.Option("dice+bce", "--loss", help="Loss spec, e.g. dice+bce or 0.9*dice+0.1*bce."),
+    batch_size: int = typer.Option(2, "--batch-size"),
+    prototypes_per_class: int = typer.Option(1, "--prototypes-per-class", help=">1: k-means prototypes per class."),
+    background_prototypes: int = typer.Option(1, "--background-prototypes"),
+    model: str | None = typer.Option(None, "--model", "-m", help="Check the cache was built with this model."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Check the cache was built at this size."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+) -> None:
+    """Train the mask decoder + prototype projection on cached features (the encoder never runs)."""
+    import json
+
+    from samadapt.fewshot.train import FewShotConfig, train_fewshot
+
+    dataset, cases = _cases(support, splits, "train", fold)
+    config = FewShotConfig(shots=shots, epochs=epochs, lr=lr, seed=seed, loss=loss, batch_size=batch_size,
+                           prototypes_per_class=prototypes_per_class, background_prototypes=background_prototypes)
+    summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
+                            image_size=image_size, dataset_name=dataset.name, resume=resume)
+    print(f"trained {summary['global_step']} steps in {summary['seconds']:.1f} s on shots "
+          f"{', '.join(summary['support']['items'])}; run saved to {out}")
+    print(json.dumps({"last_train": summary["last_train"]}))
+
+
+@fewshot_app.command("predict")
+def predict(
+    run: Path = typer.Option(..., "--run", help="Run folder from `samadapt fewshot train`."),
+    input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>.png or <stem>.nii.gz label files."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
+    largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
+) -> None:
+    """Segment new images with no prompt: the run's stored prototypes are the prompts."""
+    from samadapt.fewshot.predict import collect_inputs, load_run, predict_path
+
+    collect_inputs(input)  # bad input fails before the model is loaded
+    result = predict_path(load_run(run), input, out, batch_size, largest_component)
+    print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} to {out} "
+          f"in {result['seconds']:.1f} s")
+
+
+@fewshot_app.command("evaluate")
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run folder from `samadapt fewshot train`."),
+    data: Path = typer.Option(..., "--data", help="Labelled dataset."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (per_case.csv, summary.json/md, overlays)."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json; without it: all labelled cases but the shots."),
+    part: str = typer.Option("test", "--split", help="Part of the splits: train, val or test."),
+    fold: int = typer.Option(0, "--fold"),
+    largest_component: bool = typer.Option(False, "--largest-component"),
+) -> None:
+    """Predict the labelled cases and score them with the shared evaluation report."""
+    from samadapt.fewshot.evaluate import evaluate_run
+    from samadapt.fewshot.predict import load_run
+
+    _, cases = _cases(data, splits, part, fold)
+    result = evaluate_run(load_run(run), cases, out, largest_component=largest_component,
+                          exclude_support=splits is None)
+    means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
+    print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
+          + (f"; mean Dice {means['dice']['mean']:.3f}" if isinstance(means.get("dice"), dict) else ""))

@@ -1,0 +1,56 @@
+"""Score a few-shot run (or a prompt baseline) on labelled cases with the shared evaluation report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from samadapt.errors import UserError
+
+
+def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iterator:
+    from samadapt.data.masks import remap_classes
+    from samadapt.evaluate.report import EvaluationCase
+
+    for case in cases:
+        image = case.load_image()
+        gt = remap_classes(case.load_mask(), case.class_names, classes)
+        spacing = None
+        if case.dims == "3d":
+            from samadapt.data.io import read_volume
+
+            spacing = read_volume(case.image).spacing
+        yield EvaluationCase(case.id, predict_case(case, image, gt), gt, image=image, spacing=spacing)
+
+
+def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict_case: Callable, overlays: bool = True):
+    """`predict_case(case, image, gt) -> index mask` for each case, scored by `evaluate_cases`."""
+    from samadapt.evaluate.report import evaluate_cases
+
+    cases = [c for c in cases if c.labeled]
+    if not cases:
+        raise UserError("no labelled cases to evaluate")
+    return evaluate_cases(_evaluation_cases(cases, classes, predict_case), out_dir, class_names=classes, overlays=overlays)
+
+
+def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = False, exclude_support: bool = True,
+                 batch_size: int = 4, overlays: bool = True):
+    """Predict every case with a few-shot run and write the evaluation report into `out_dir`.
+
+    exclude_support: leave out the cases the shots came from (a fair score without a split file).
+    """
+    from samadapt.fewshot.items import unit_images_from_array
+    from samadapt.fewshot.predict import segment_units, segment_volume
+
+    if exclude_support:
+        support_cases = {item.split(":z")[0] for item in run.config.get("support", [])}
+        cases = [c for c in cases if c.id not in support_cases]
+
+    def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        if case.dims == "3d":
+            return segment_volume(run, image, batch_size, largest_component)
+        return segment_units(run, [unit_images_from_array(image)], batch_size)[0]
+
+    return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays)

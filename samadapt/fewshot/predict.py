@@ -1,0 +1,142 @@
+"""Prompt-free prediction with a trained few-shot run: 2D images -> index PNGs, NIfTI -> label volumes.
+
+The run carries its prototypes, so no support image is needed. Volumes are segmented slice by slice
+along the run's slice axis, `batch_size` slices per encoder call, and written with the input's
+affine and header (same voxel grid and orientation). `largest_component` keeps, per class, only
+the largest 3D connected component (removes scattered false positives on distant slices).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samadapt.errors import UserError
+from samadapt.fewshot.prototypes import PrototypePrompter, SupportPrototypes
+from samadapt.fewshot.segmenter import FewShotSegmenter, labels_from_logits
+from samadapt.fewshot.train import RUN_MODEL_DIR
+
+
+@dataclass
+class FewShotRun:
+    segmenter: FewShotSegmenter
+    prototypes: SupportPrototypes
+    classes: list[str]
+    config: dict
+
+    @property
+    def image_size(self) -> int:
+        return self.segmenter.sam.image_size
+
+    @property
+    def slice_axis(self) -> int:
+        return int(self.config.get("slice_axis", 2))
+
+
+def load_run(run_dir: str | Path) -> FewShotRun:
+    """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`."""
+    from samadapt.models.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    folder = run_dir / RUN_MODEL_DIR
+    if not folder.is_dir():
+        raise UserError(f"not a few-shot run (no {RUN_MODEL_DIR}/ folder); train one with `samadapt fewshot train`", run_dir)
+    checkpoint = load_checkpoint(folder)
+    config = checkpoint.extra_config.get("fewshot")
+    extra = checkpoint.extra_tensors
+    if config is None or "prototypes.foreground" not in extra:
+        raise UserError("checkpoint holds no few-shot prototypes", folder)
+    prompter = PrototypePrompter(checkpoint.model.feature_dim)
+    prompter.load_state_dict({k.removeprefix("prompter."): v for k, v in extra.items() if k.startswith("prompter.")})
+    segmenter = FewShotSegmenter(checkpoint.model.eval(), prompter).eval()
+    prototypes = SupportPrototypes.from_tensors(extra)
+    return FewShotRun(segmenter, prototypes, list(config["classes"]), config)
+
+
+@torch.inference_mode()
+def segment_units(run: FewShotRun, units: list[np.ndarray], batch_size: int = 4) -> list[np.ndarray]:
+    """Label maps (H, W) uint8 on each input's own grid for (H, W, 3) [0, 1] images."""
+    from samadapt.data.preprocess import restore_logits
+    from samadapt.fewshot.items import model_input
+
+    out = []
+    for start in range(0, len(units), batch_size):
+        inputs, boxes = zip(*(model_input(u, run.image_size) for u in units[start:start + batch_size]))
+        features = run.segmenter.sam.encode(torch.stack(inputs))
+        logits = run.segmenter(features, run.prototypes)
+        for index, box in enumerate(boxes):
+            restored = restore_logits(logits[index], box)  # (C, H, W)
+            out.append(labels_from_logits(restored).to(torch.uint8).numpy())
+    return out
+
+
+def keep_largest_components(labels: np.ndarray) -> np.ndarray:
+    """Per class, zero all but the largest connected component (face connectivity)."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        components, count = ndimage.label(labels == value)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            out[(components > 0) & (components != int(sizes.argmax()) + 1)] = 0
+    return out
+
+
+def segment_volume(run: FewShotRun, data: np.ndarray, batch_size: int = 4, largest_component: bool = False) -> np.ndarray:
+    """(X, Y, Z) volume -> label volume of the same shape, slice by slice along the run's axis."""
+    from samadapt.data.preprocess import stack_slices
+    from samadapt.fewshot.items import unit_volume_slices
+
+    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis), batch_size), run.slice_axis)
+    return keep_largest_components(labels) if largest_component else labels
+
+
+def collect_inputs(path: str | Path) -> tuple[list[Path], bool]:
+    """(files, are_volumes): one NIfTI file, a folder of NIfTI files, or images (file or folder)."""
+    from samadapt.data.io import is_volume_file, list_files
+    from samadapt.inference.predict import collect_images
+
+    path = Path(path)
+    if path.is_file() and is_volume_file(path):
+        return [path], True
+    if path.is_dir():
+        volumes = list_files(path, volumes=True)
+        if volumes:
+            return volumes, True
+    return collect_images(path), False
+
+
+def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = 4,
+                 largest_component: bool = False) -> dict:
+    """Write `<stem>.png` (2D) or `<stem>.nii.gz` (3D) label files into `out_dir`; returns counts and timing."""
+    from samadapt.data.io import file_stem, read_image, read_volume, write_label_volume, write_mask_png
+    from samadapt.engine.atomic import ensure_writable_dir
+    from samadapt.fewshot.items import unit_images_from_array
+
+    files, volumes = collect_inputs(input_path)
+    out_dir = ensure_writable_dir(out_dir)
+    started = time.perf_counter()
+    written = []
+    if volumes:
+        for file in files:
+            volume = read_volume(file)
+            labels = segment_volume(run, volume.data, batch_size, largest_component)
+            target = out_dir / f"{file_stem(file)}.nii.gz"
+            write_label_volume(target, labels, volume)
+            written.append(target)
+    else:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            units = [unit_images_from_array(read_image(f)) for f in chunk]
+            for file, labels in zip(chunk, segment_units(run, units, batch_size)):
+                target = out_dir / f"{file_stem(file)}.png"
+                write_mask_png(target, labels)
+                written.append(target)
+    return {"files": [str(p) for p in written], "volumes": volumes, "seconds": time.perf_counter() - started}

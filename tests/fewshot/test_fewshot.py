@@ -1,0 +1,207 @@
+"""Few-shot segmentation: prototypes, the feature cache, episodic training, prediction, CLI errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samadapt.cli import main
+from samadapt.data.dataset import load_dataset
+from samadapt.data.phantoms import generate_phantoms
+from samadapt.errors import UserError
+from samadapt.fewshot.cache import FeatureCache, build_cache
+from samadapt.fewshot.prototypes import PrototypePrompter, compute_prototypes, weighted_kmeans
+from samadapt.fewshot.train import FewShotConfig, select_shots, train_fewshot
+from samadapt.models.segment_anything import SegmentAnything
+
+MODEL, SIZE = "sam2-hiera-tiny", 64
+
+
+@pytest.fixture(scope="module")
+def phantom_2d(tmp_path_factory) -> Path:
+    return generate_phantoms(tmp_path_factory.mktemp("ph2d") / "data", n=4, size=64, kind="anatomy")
+
+
+@pytest.fixture(scope="module")
+def cache_2d(phantom_2d, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache2d") / "cache"
+    build_cache(load_dataset(phantom_2d).cases, out, MODEL, None, SIZE)
+    return out
+
+
+# ----------------------------------------------------------------------------------- prototypes
+def test_prototype_is_the_masked_mean_of_the_features():
+    features = torch.randn(2, 8, 4, 4)
+    masks = torch.zeros(2, 16, 16, dtype=torch.long)
+    masks[0, :8, :8] = 1  # exactly the 2×2 top-left feature cells of image 0
+    masks[1, 8:, 4:8] = 1  # cells (2, 1), (3, 1) of image 1 ...
+    masks[1, 8:, 8:10] = 1  # ... plus half of cells (2, 2), (3, 2): weight 0.5
+    got = compute_prototypes(features, masks, None, num_classes=1)
+    cells = [features[0, :, :2, :2].reshape(8, -1), features[1, :, 2:, 1].reshape(8, -1)]
+    half = features[1, :, 2:, 2].reshape(8, -1)
+    expected = (torch.cat(cells, 1).sum(1) + 0.5 * half.sum(1)) / (4 + 2 + 0.5 * 2)
+    torch.testing.assert_close(got.foreground[0, 0], expected)
+    weights_bg = 1 - torch.nn.functional.adaptive_avg_pool2d((masks == 1).float()[:, None], 4)[:, 0]
+    expected_bg = (features * weights_bg[:, None]).sum((0, 2, 3)) / weights_bg.sum()
+    torch.testing.assert_close(got.background[0], expected_bg)
+    assert got.foreground.shape == (1, 1, 8)
+
+
+def test_padding_is_not_background_and_missing_class_is_refused():
+    features = torch.ones(1, 4, 2, 2)
+    features[..., 1] = 5.0  # right column: padding
+    masks = torch.zeros(1, 8, 8, dtype=torch.long)
+    valid = torch.zeros(1, 8, 8, dtype=torch.bool)
+    valid[..., :4] = True
+    masks[0, :4, :4] = 1
+    got = compute_prototypes(features, masks, valid, 1)
+    torch.testing.assert_close(got.background[0], torch.ones(4))
+    with pytest.raises(UserError, match="no pixel of liver"):
+        compute_prototypes(features, torch.zeros(1, 8, 8, dtype=torch.long), None, 1, class_names=["liver"])
+
+
+def test_kmeans_prototypes_find_two_clusters_and_positions_follow():
+    vectors = torch.cat([torch.zeros(5, 3), torch.full((5, 3), 4.0)]) + 0.01 * torch.randn(10, 3)
+    centres, assignment = weighted_kmeans(vectors, torch.ones(10), 2)
+    assert sorted(centres.mean(1).round().tolist()) == [0.0, 4.0]
+    assert len(set(assignment[:5].tolist())) == 1 and assignment[0] != assignment[9]
+    features = torch.zeros(1, 3, 2, 2)
+    features[0, :, 0, 1] = 4.0
+    masks = torch.ones(1, 4, 4, dtype=torch.long)
+    masks[0, 2:, :] = 0
+    positions = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2)
+    got = compute_prototypes(features, masks, None, 1, per_class=2, positions=positions)
+    assert got.foreground.shape == (1, 2, 3)
+    assert sorted(got.foreground[0].mean(1).tolist()) == [0.0, 4.0]
+    torch.testing.assert_close(got.background_position[0], positions[:, 1].mean(1))
+
+
+def test_prompter_builds_one_query_per_class():
+    prototypes = compute_prototypes(torch.randn(1, 256, 4, 4), torch.randint(0, 3, (1, 16, 16)), None, 2,
+                                    positions=torch.randn(256, 4, 4))
+    tokens = PrototypePrompter()(prototypes, batch_size=3)
+    assert tokens.shape == (3, 2, 1 + 1 + 1, 256)
+
+
+# ----------------------------------------------------------------------------------- cache
+def test_cache_reuses_invalidates_and_stores_fp16(phantom_2d, tmp_path):
+    cases = load_dataset(phantom_2d).cases
+    first = build_cache(cases, tmp_path / "c", MODEL, None, SIZE)
+    assert (first.items, first.encoded, first.reused) == (4, 4, 0)
+    assert first.bytes_per_item > 0
+    again = build_cache(cases, tmp_path / "c", MODEL, None, SIZE)
+    assert (again.encoded, again.reused) == (0, 4)
+    changed = Path(cases[0].image)
+    changed.write_bytes(changed.read_bytes())  # same content: still a hit
+    from PIL import Image
+
+    image = np.array(Image.open(changed))
+    Image.fromarray(255 - image).save(changed)  # new content: one miss
+    try:
+        edited = build_cache(cases, tmp_path / "c", MODEL, None, SIZE)
+        assert (edited.encoded, edited.reused, edited.removed_stale) == (1, 3, 1)
+    finally:
+        Image.fromarray(image).save(changed)
+    cache = FeatureCache(tmp_path / "c")
+    features = cache.load(cases[1].id, dtype=torch.float16)
+    assert features.embedding.shape == (1, 256, SIZE // 16, SIZE // 16)
+    assert features.high_res[0].shape == (1, 32, SIZE // 4, SIZE // 4)
+    resized = build_cache(cases, tmp_path / "c", MODEL, None, 128)
+    assert (resized.encoded, resized.removed_stale) == (4, 4)
+    with pytest.raises(UserError, match="128 px, not 64 px"):
+        FeatureCache(tmp_path / "c").check_model(MODEL, SIZE)
+    with pytest.raises(UserError, match="built with model"):
+        FeatureCache(tmp_path / "c").check_model("sam2-hiera-small")
+
+
+def test_cached_features_match_a_fresh_encoder_pass(phantom_2d, cache_2d):
+    from samadapt.fewshot.cache import build_frozen_model
+    from samadapt.fewshot.items import model_input, unit_images
+
+    case = load_dataset(phantom_2d).cases[0]
+    model = build_frozen_model(MODEL, None, SIZE)
+    pixels, _ = model_input(unit_images(case)[0], SIZE)
+    with torch.no_grad():
+        fresh = model.encode(pixels[None])
+    cached = FeatureCache(cache_2d).load(case.id)
+    torch.testing.assert_close(cached.embedding, fresh.embedding, atol=2e-2, rtol=1e-2)
+
+
+# ----------------------------------------------------------------------------------- training
+def test_training_never_runs_the_encoder_and_saves_a_usable_run(phantom_2d, cache_2d, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(SegmentAnything, "encode", lambda self, *a, **k: calls.append(1) or 1 / 0)
+    dataset = load_dataset(phantom_2d)
+    config = FewShotConfig(shots=2, epochs=2, prototypes_per_class=2)
+    summary = train_fewshot(dataset.cases, dataset.class_names, cache_2d, tmp_path / "run", config, progress=False)
+    assert calls == [] and summary["global_step"] == 2
+    assert len(summary["support"]["items"]) == 2
+    assert (tmp_path / "run" / "support.json").is_file()
+    again, _ = select_shots(dataset.cases, dataset.class_names, 2, seed=0)
+    assert [i.item_id for i in again] == summary["support"]["items"]
+    monkeypatch.undo()
+    out = tmp_path / "pred"
+    assert main(["fewshot", "predict", "--run", str(tmp_path / "run"), "--input", str(phantom_2d.parent / "images"),
+                 "--out", str(out)]) == 0
+    from samadapt.data.io import read_image
+
+    labels = read_image(out / "A0001.png", keep_indices=True)
+    assert labels.shape == (64, 64) and labels.max() <= 3
+
+
+def test_bad_support_inputs_are_user_errors(phantom_2d, cache_2d, tmp_path, capsys):
+    dataset = load_dataset(phantom_2d)
+    with pytest.raises(UserError, match="more than the 4 labelled images"):
+        select_shots(dataset.cases, dataset.class_names, 5, 0)
+    with pytest.raises(UserError, match="has no pixel of extra"):
+        select_shots(dataset.cases, [*dataset.class_names, "extra"], 1, 0)
+    with pytest.raises(UserError, match="built with model"):
+        train_fewshot(dataset.cases, dataset.class_names, cache_2d, tmp_path / "r", FewShotConfig(shots=1, epochs=1),
+                      model_name="sam2-hiera-small", progress=False)
+    code = main(["fewshot", "train", "--support", str(phantom_2d), "--cache", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "r2"), "--shots", "2"])
+    assert code == 2 and "not a few-shot feature cache" in capsys.readouterr().err
+    code = main(["fewshot", "predict", "--run", str(tmp_path / "nothing"), "--input", str(phantom_2d.parent / "images"),
+                 "--out", str(tmp_path / "p")])
+    assert code == 2
+
+
+def test_nifti_prediction_keeps_the_volume_geometry(tmp_path):
+    import nibabel as nib
+
+    description = generate_phantoms(tmp_path / "ph3d", n=2, size=64, kind="anatomy", dims="3d", depth=6)
+    cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
+    assert main(["fewshot", "cache", "--model", MODEL, "--image-size", str(SIZE), "--data", str(description),
+                 "--out", str(cache)]) == 0
+    assert main(["fewshot", "train", "--support", str(description), "--cache", str(cache), "--out", str(run),
+                 "--shots", "2", "--epochs", "1"]) == 0
+    source = tmp_path / "oblique.nii.gz"
+    affine = np.array([[0, -1.5, 0, 10], [2.0, 0, 0, -5], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    data = nib.load(str(description.parent / "images" / "A0001.nii.gz")).get_fdata()[:, :48]
+    nib.save(nib.Nifti1Image(data.astype(np.int16), affine), str(source))
+    assert main(["fewshot", "predict", "--run", str(run), "--input", str(source), "--out", str(out),
+                 "--largest-component"]) == 0
+    written = nib.load(str(out / "oblique.nii.gz"))
+    assert written.shape == data.shape
+    np.testing.assert_allclose(written.affine, affine)
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(affine)
+    assert np.asarray(written.dataobj).dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_two_shots_learn_a_phantom_structure(tmp_path):
+    """The core structure of the anatomy phantom, learned from 2 shots on a random-weight encoder."""
+    from samadapt.fewshot.evaluate import evaluate_run
+    from samadapt.fewshot.predict import load_run
+
+    description = generate_phantoms(tmp_path / "ph", n=5, size=128, kind="anatomy")
+    dataset = load_dataset(description)
+    build_cache(dataset.cases, tmp_path / "cache", MODEL, None, 128)
+    config = FewShotConfig(shots=2, epochs=120, lr=2e-3)
+    train_fewshot(dataset.cases[:2], ["core"], tmp_path / "cache", tmp_path / "run", config, progress=False)
+    result = evaluate_run(load_run(tmp_path / "run"), dataset.cases[2:], tmp_path / "eval", overlays=False)
+    dice = [r["dice"] for r in result.rows]
+    assert len(dice) == 3 and np.mean(dice) > 0.8 and min(dice) > 0.7, dice
