@@ -119,3 +119,29 @@ def evaluate(
     means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
     print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
           + (f"; mean Dice {means['dice']['mean']:.3f}" if isinstance(means.get("dice"), dict) else ""))
+
+
+@fewshot_app.command("baseline")
+def baseline(
+    data: Path = typer.Option(..., "--data", help="Labelled dataset (prompts come from its ground truth)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
+    prompt: str = typer.Option("point", "--prompt", help="point: one click per component; box: one box per component."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Same weights as the few-shot cache for a fair comparison."),
+    image_size: int = typer.Option(1024, "--image-size"),
+    splits: Path | None = typer.Option(None, "--splits"),
+    part: str = typer.Option("test", "--split"),
+    fold: int = typer.Option(0, "--fold"),
+) -> None:
+    """Zero-shot SAM2/SAM with ground-truth point or box prompts, scored like `fewshot evaluate`."""
+    from samadapt.fewshot.baselines import PROMPT_KINDS, evaluate_baseline
+    from samadapt.fewshot.cache import build_frozen_model
+
+    if prompt not in PROMPT_KINDS:
+        from samadapt.errors import UserError
+
+        raise UserError(f"--prompt must be one of {', '.join(PROMPT_KINDS)}, got {prompt!r}")
+    dataset, cases = _cases(data, splits, part, fold)
+    result = evaluate_baseline(build_frozen_model(model, weights, image_size), cases, dataset.class_names, out, prompt)
+    dice = result.summary["mean_over_classes"]["dice"]
+    print(f"{prompt} baseline on {result.summary['n_cases']} cases: mean Dice {dice['mean']:.3f}; report in {out}")

@@ -205,3 +205,21 @@ def test_two_shots_learn_a_phantom_structure(tmp_path):
     result = evaluate_run(load_run(tmp_path / "run"), dataset.cases[2:], tmp_path / "eval", overlays=False)
     dice = [r["dice"] for r in result.rows]
     assert len(dice) == 3 and np.mean(dice) > 0.8 and min(dice) > 0.7, dice
+
+
+def test_prompt_baselines_put_points_inside_components_and_report(phantom_2d, tmp_path):
+    from samadapt.fewshot.baselines import component_prompts
+
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    mask[2:6, 2:12] = 1
+    mask[10:18, 10:14] = 1
+    mask[1:3, 15:19] = 2
+    points = component_prompts(mask, 2, "point")
+    assert [c for c, _ in points] == [1, 1, 2]
+    assert all(mask[int(y), int(x)] == c for c, (x, y) in points)
+    assert component_prompts(mask, 2, "box")[2] == (2, [15.0, 1.0, 19.0, 3.0])
+    report = tmp_path / "box"
+    assert main(["fewshot", "baseline", "--data", str(phantom_2d), "--out", str(report), "--prompt", "box",
+                 "--image-size", str(SIZE)]) == 0
+    assert (report / "summary.json").is_file()
+    assert main(["fewshot", "baseline", "--data", str(phantom_2d), "--out", str(report), "--prompt", "lasso"]) == 2
