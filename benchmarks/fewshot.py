@@ -1,0 +1,101 @@
+"""Few-shot costs: decoder-only epoch on the cache vs a full fine-tuning epoch; cache overhead; disk use.
+
+Same images, size, model and batch for both epochs. The full epoch runs encoder + decoder forward
+and backward (what fine-tuning without a cache pays every epoch); the few-shot epoch reads cached
+features and trains only decoder + prompter. Cache overhead = cache build time / plain encoder
+forward time over the same images (hashing, preprocessing, fp16 conversion, writing).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import matmul_gflops, median_seconds, write_result
+
+
+def _epoch_seconds(step, batches, repeats: int) -> float:
+    seconds, _ = median_seconds(lambda: [step(b) for b in batches], repeats=repeats, warmup=1)
+    return seconds
+
+
+def run(quick: bool = True) -> dict:
+    import torch
+
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.phantoms import generate_phantoms
+    from samadapt.fewshot.cache import FeatureCache, build_cache, build_frozen_model
+    from samadapt.fewshot.items import model_input, unit_images
+    from samadapt.fewshot.segmenter import FewShotSegmenter
+    from samadapt.fewshot.train import FewShotConfig, load_support, make_step_fn, select_shots
+
+    model_name, size, images, batch = "sam2-hiera-tiny", 256 if quick else 512, 4, 2
+    repeats = 2 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="samadapt-bench-fewshot-") as tmp:
+        tmp = Path(tmp)
+        dataset = load_dataset(generate_phantoms(tmp / "data", n=images, size=size, kind="anatomy"))
+        model = build_frozen_model(model_name, None, size)
+        pixels = torch.stack([model_input(unit_images(c)[0], size)[0] for c in dataset.cases])
+
+        def encode_all():
+            with torch.inference_mode():
+                for start in range(0, images, batch):
+                    model.encode(pixels[start:start + batch])
+
+        plain, _ = median_seconds(encode_all, repeats=repeats, warmup=1)
+        build_times = []
+        for attempt in range(repeats):
+            report = build_cache(dataset.cases, tmp / f"cache{attempt}", model_name, None, size, batch_size=batch, model=model)
+            build_times.append(report.seconds_total)
+        cache_seconds = sorted(build_times)[len(build_times) // 2]
+
+        config = FewShotConfig(shots=images, batch_size=batch)
+        items, _ = select_shots(dataset.cases, dataset.class_names, images, 0)
+        support = load_support(items, dataset.class_names, FeatureCache(tmp / "cache0"))
+        segmenter = FewShotSegmenter(model).train()
+        support.positions = model.dense_positional_encoding(1)[0].detach()
+        optimizer = torch.optim.AdamW(segmenter.trainable_parameters(), lr=1e-4)
+        step_fn = make_step_fn(support, config)
+
+        def decoder_step(indices):
+            loss, _, _ = step_fn(segmenter, torch.tensor(indices))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        batches = [list(range(s, s + batch)) for s in range(0, images, batch)]
+        decoder_epoch = _epoch_seconds(decoder_step, batches, repeats)
+
+        full = build_frozen_model(model_name, None, size).train()
+        for parameter in full.parameters():
+            parameter.requires_grad_(True)
+        full_optimizer = torch.optim.AdamW(full.parameters(), lr=1e-5)
+
+        def full_step(indices):
+            out = full(pixels[indices])  # unprompted decode: the cost of the decoder is the same
+            loss = out.logits.float().sigmoid().mean()
+            full_optimizer.zero_grad()
+            loss.backward()
+            full_optimizer.step()
+
+        full_epoch = _epoch_seconds(full_step, batches, repeats)
+        result = {
+            "model": model_name, "image_size": size, "images": images, "batch": batch,
+            "matmul_gflops": round(matmul_gflops(), 1),
+            "decoder_epoch_s": round(decoder_epoch, 4), "full_finetune_epoch_s": round(full_epoch, 3),
+            "speedup": round(full_epoch / decoder_epoch, 1),
+            "encoder_forward_s": round(plain, 3), "cache_build_s": round(cache_seconds, 3),
+            "cache_overhead_pct": round(100 * (cache_seconds / plain - 1), 1),
+            "cache_bytes_per_image": int(report.bytes_per_item),
+        }
+    print(f"{'measure':<28}{'value':>14}")
+    for key in ("decoder_epoch_s", "full_finetune_epoch_s", "speedup", "encoder_forward_s", "cache_build_s",
+                "cache_overhead_pct", "cache_bytes_per_image"):
+        print(f"{key:<28}{result[key]:>14}")
+    write_result("fewshot", result)
+    return result
+
+
+if __name__ == "__main__":
+    run(quick=True)
