@@ -51,10 +51,11 @@ def measure_one(size: int, path: str, batch: int, repeats: int, threads: int) ->
 
     from samadapt.pretrain.mae import MaskedAutoencoder
     from samadapt.pretrain.masking import random_unit_mask, unit_grid
+    from samadapt.pretrain.train import make_optimizer
 
     torch.manual_seed(0)
     mae = MaskedAutoencoder(Sam2HieraDetModel(Sam2HieraDetConfig(image_size=[size, size]))).train()
-    optimiser = torch.optim.AdamW(mae.parameters(), lr=1e-4)
+    optimiser = make_optimizer(mae, lr=1e-4, weight_decay=0.05)  # the pre-training command's own
     pixels = torch.randn(batch, 3, size, size)
     grid = unit_grid(size)
     generator = torch.Generator().manual_seed(0)

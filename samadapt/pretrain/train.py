@@ -135,11 +135,24 @@ def build_model(config: PretrainConfig):
     return model, mae
 
 
-def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
-    """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
+def make_optimizer(module, lr: float, weight_decay: float):
+    """AdamW (betas 0.9/0.95 as in MAE), no decay on biases, norms and embeddings. The fused kernel
+    when available: on a CPU it makes the step ~5x cheaper, which matters once the sparse encoder
+    has made forward and backward small."""
     import torch
 
-    from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
+    from samadapt.engine.schedule import adamw_param_groups
+
+    groups = adamw_param_groups(module, lr, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype the fused kernel lacks
+        return torch.optim.AdamW(groups, betas=(0.9, 0.95))
+
+
+def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
+    from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.models.checkpoint import save_checkpoint
     from samadapt.pretrain.masking import random_unit_mask
@@ -161,7 +174,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
         out = net(pixels, mask, config.path)
         return out.loss, {}, pixels.shape[0]
 
-    optimizer = torch.optim.AdamW(adamw_param_groups(mae, config.lr, config.weight_decay), betas=(0.9, 0.95))
+    optimizer = make_optimizer(mae, config.lr, config.weight_decay)
     steps_per_epoch = len(dataset) // config.batch_size  # drop_last; refined by the trainer under DDP
 
     def scheduler(opt, total_steps):
