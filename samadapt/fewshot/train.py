@@ -170,6 +170,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
                   dataset_name: str = "", progress: bool = True, resume: bool = False) -> dict:
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary."""
+    from samadapt.engine.atomic import atomic_write_text
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.models.checkpoint import save_checkpoint
@@ -203,7 +204,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         prototypes = support.prototypes(range(len(items)), config)
     selection = {"dataset": dataset_name, "shots": config.shots, "seed": config.seed, "pool_size": pool_size,
                  "items": [i.item_id for i in items]}
-    (run_dir / SUPPORT_FILE).write_text(json.dumps(selection, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(run_dir / SUPPORT_FILE, json.dumps(selection, indent=1) + "\n")
     extra = {f"prompter.{k}": v for k, v in segmenter.prompter.state_dict().items()}
     extra.update(prototypes.as_tensors())
     first = items[0].case

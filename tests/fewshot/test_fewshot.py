@@ -223,3 +223,28 @@ def test_prompt_baselines_put_points_inside_components_and_report(phantom_2d, tm
                  "--image-size", str(SIZE)]) == 0
     assert (report / "summary.json").is_file()
     assert main(["fewshot", "baseline", "--data", str(phantom_2d), "--out", str(report), "--prompt", "lasso"]) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_hippocampus_volumes_round_trip(tmp_path):
+    """Real MRI volumes: cache slices, train briefly, predict a volume in its own space."""
+    import nibabel as nib
+
+    from conftest import shared_subdir  # tests/conftest.py
+
+    source = shared_subdir("hippocampus")
+    names = sorted(p.name for p in (source / "imagesTr").iterdir())[:3]
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for name in names:
+            (tmp_path / "data" / sub / name).symlink_to(source / sub / name)
+    data, cache, run, out = tmp_path / "data", tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
+    assert main(["fewshot", "cache", "--image-size", str(SIZE), "--data", str(data), "--out", str(cache)]) == 0
+    assert main(["fewshot", "train", "--support", str(data), "--cache", str(cache), "--out", str(run),
+                 "--shots", "2", "--epochs", "1"]) == 0
+    volume = data / "imagesTr" / names[0]
+    assert main(["fewshot", "predict", "--run", str(run), "--input", str(volume), "--out", str(out)]) == 0
+    original, written = nib.load(str(volume)), nib.load(str(out / names[0]))
+    assert written.shape == original.shape[:3]
+    np.testing.assert_allclose(written.affine, original.affine)
