@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "samadapt.data.commands",
     "samadapt.evaluate.commands",
     "samadapt.pretrain.commands",
+    "samadapt.finetune.commands",
     "samadapt.fewshot.commands",
 )
 

@@ -1,0 +1,109 @@
+"""CLI: `samadapt finetune` (train a segmentation model on a split) and `samadapt ablate-loss`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)
+    app.command("ablate-loss")(ablate_loss)
+
+
+def _optional_positive(name: str, value: int | None) -> int | None:
+    from samadapt.errors import UserError
+
+    if value is not None and value < 1:
+        raise UserError(f"{name} {value}: must be at least 1")
+    return value
+
+
+def finetune(
+    data: Path = typer.Option(..., "--data", help="Labelled dataset: description file or folder."),
+    split: Path = typer.Option(..., "--split", help="splits.json from `samadapt data split`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (model/, checkpoints/, curves, summary.json)."),
+    fold: int = typer.Option(0, "--fold", help="Cross-validation fold to train (its val part validates)."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Segment Anything variant (see `samadapt models`), or unet / attention-unet."),
+    image_size: int = typer.Option(512, "--image-size", help="Model input size in pixels."),
+    init: str = typer.Option("random", "--init", help="random, sam2:PATH (Meta .pt / HF folder), mae:RUN_DIR or ckpt:DIR."),
+    loss: str = typer.Option("dice+bce", "--loss", help="Loss spec, e.g. dice+bce, 0.8*dice+0.2*focal, tversky(alpha=0.3,beta=0.7)."),
+    train: str = typer.Option("decoder", "--train", help="What trains: all, decoder (prompts + mask decoder) or encoder-decoder."),
+    freeze_stages: int = typer.Option(0, "--freeze-stages", help="encoder-decoder: keep the trunk's first N stages frozen."),
+    epochs: int = typer.Option(50, "--epochs"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the decoder and class prompts."),
+    encoder_lr: float | None = typer.Option(None, "--encoder-lr", help="Learning rate of the image encoder (default: --lr)."),
+    layer_decay: float | None = typer.Option(None, "--layer-decay", help="Layer-wise lr decay in (0, 1], e.g. 0.8."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    tokens_per_class: int = typer.Option(4, "--tokens-per-class", help="Learned prompt tokens per class."),
+    prompt: str = typer.Option("none", "--prompt", help="Also train with prompts simulated from the masks: none, box or points."),
+    augment: bool = typer.Option(True, "--augment/--no-augment"),
+    repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch (tiny data sets)."),
+    seed: int = typer.Option(0, "--seed"),
+    patience: int | None = typer.Option(None, "--patience", help="Stop after this many epochs without a better val Dice."),
+    workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+) -> None:
+    """Fine-tune a model for prompt-free multi-class segmentation; saves the best model by validation Dice."""
+    import torch
+
+    from samadapt.finetune.training import FinetuneConfig
+    from samadapt.finetune.training import finetune as run_finetune
+
+    if threads:
+        torch.set_num_threads(threads)
+    _optional_positive("--patience", patience)
+    _optional_positive("--epochs", epochs)
+    _optional_positive("--batch-size", batch_size)
+    config = FinetuneConfig(
+        data=str(data), split=str(split), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
+        loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
+        encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
+        tokens_per_class=tokens_per_class, prompt=prompt, augment=augment, repeat=repeat, seed=seed, patience=patience,
+        num_workers=workers, resume=resume,
+    )
+    result = run_finetune(config)
+    best = result["best"]["value"]
+    print(f"{result['status']}: {result['epochs_completed']} epochs, best val Dice "
+          f"{best:.4f} at step {result['best']['step']} ({result['seconds_per_epoch']:.1f} s/epoch) -> {out / 'model'}"
+          if best is not None else f"{result['status']}: no validation result -> {out / 'model'}")
+
+
+def ablate_loss(
+    data: Path = typer.Option(..., "--data", help="Labelled dataset: description file or folder."),
+    split: Path = typer.Option(..., "--split", help="splits.json from `samadapt data split`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per loss and folds, and ablation.{md,csv,json}."),
+    folds: str = typer.Option("0", "--folds", help="Comma-separated folds to train, or 'all'."),
+    losses: str | None = typer.Option(None, "--losses", help="Comma-separated loss presets (default: every preset)."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
+    image_size: int = typer.Option(512, "--image-size"),
+    init: str = typer.Option("random", "--init"),
+    train: str = typer.Option("decoder", "--train"),
+    epochs: int = typer.Option(50, "--epochs"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    encoder_lr: float | None = typer.Option(None, "--encoder-lr"),
+    seed: int = typer.Option(0, "--seed"),
+    patience: int | None = typer.Option(None, "--patience"),
+    threads: int | None = typer.Option(None, "--threads"),
+) -> None:
+    """Train the same setup once per loss preset (same split, budget and seed) and tabulate Dice and IoU."""
+    import torch
+
+    from samadapt.finetune.ablation import run_loss_ablation
+    from samadapt.finetune.training import FinetuneConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    _optional_positive("--epochs", epochs)
+    base = FinetuneConfig(data=str(data), split=str(split), out=str(out), model=model, image_size=image_size,
+                          init=init, train=train, epochs=epochs, batch_size=batch_size, lr=lr,
+                          encoder_lr=encoder_lr, seed=seed, patience=patience, progress=False)
+    table = run_loss_ablation(base, out, folds=folds, losses=losses)
+    for row in table["rows"]:
+        print(f"{row['loss']:>14}: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f}, "
+              f"IoU {row['iou_mean']:.4f} ± {row['iou_sd']:.4f} ({row['n']} cases)")
+    print(f"-> {out / 'ablation.md'}")

@@ -1,0 +1,263 @@
+"""Fine-tune a segmentation model on a dataset split with the shared training engine.
+
+`finetune(FinetuneConfig(...))` checks every input first (dataset labelled, split and fold, loss,
+model, init), builds the model (`ClassPromptSegmenter` or a MONAI baseline), trains it with
+`samadapt.engine.trainer.Trainer` (augmentation, cosine schedule, validation Dice every epoch, best
+checkpoint, early stopping, exact resume), then saves the best model into RUN_DIR/model together
+with the class names, prompts, loss, split/fold and provenance, plus curves (CSV, TensorBoard, PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from samadapt.engine.callbacks import Callback
+from samadapt.errors import UserError
+
+VAL_METRIC = "val_dice"
+
+
+@dataclass
+class FinetuneConfig:
+    data: str
+    split: str
+    out: str
+    fold: int = 0
+    model: str = "sam2-hiera-tiny"
+    image_size: int = 512
+    init: str = "random"
+    loss: str = "dice+bce"
+    train: str = "decoder"
+    freeze_stages: int = 0
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 1e-4
+    encoder_lr: float | None = None
+    layer_decay: float | None = None
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    tokens_per_class: int = 4
+    prompt: str = "none"
+    augment: bool = True
+    repeat: int = 1  # training cases seen this many times per epoch (tiny data sets)
+    seed: int = 0
+    patience: int | None = None
+    grad_clip: float | None = 1.0
+    num_workers: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def run_settings(self) -> dict:
+        """What must not change when a run is resumed (everything but the output and resume flags)."""
+        settings = asdict(self)
+        for key in ("out", "resume", "progress", "num_workers"):
+            settings.pop(key)
+        return settings
+
+
+class EpochAugmentation:
+    """Re-seeds the dataset's augmentation by the trainer's current epoch (different each epoch,
+    still reproducible and exact on resume)."""
+
+    def __init__(self, augment):
+        self.augment = augment
+        self.epoch_source = lambda: 0
+
+    def __call__(self, sample: dict, index: int = 0) -> dict:
+        self.augment.set_epoch(self.epoch_source())
+        return self.augment(sample, index)
+
+
+def prepare_data(config: FinetuneConfig):
+    """(dataset, splits, train cases, val cases) with every user mistake reported as a UserError."""
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.splits import load_splits, split_cases
+
+    dataset = load_dataset(config.data)
+    if not dataset.spec.labeled or not dataset.labeled_cases():
+        raise UserError("dataset has no masks: fine-tuning needs labelled images", config.data)
+    splits = load_splits(config.split, dataset)
+    n_folds = len(splits["splits"])
+    if not 0 <= config.fold < n_folds:
+        raise UserError(f"--fold {config.fold} is outside the split, which has folds 0..{n_folds - 1}", config.split)
+    train_cases = [c for c in split_cases(dataset, splits, "train", config.fold) if c.labeled]
+    val_cases = [c for c in split_cases(dataset, splits, "val", config.fold) if c.labeled]
+    if not train_cases or not val_cases:
+        raise UserError(f"fold {config.fold} has {len(train_cases)} labelled training and {len(val_cases)} "
+                        "labelled validation cases; both must be non-empty", config.split)
+    return dataset, splits, train_cases, val_cases
+
+
+def build_model(config: FinetuneConfig, class_names: list[str]):
+    """The model to train and the provenance of its starting weights."""
+    from samadapt.finetune.baselines import BASELINES, ConvBaseline
+
+    if config.model in BASELINES:
+        if config.init != "random":
+            raise UserError(f"--init {config.init}: the {config.model} baseline starts from random weights")
+        if config.prompt != "none":
+            raise UserError(f"--prompt {config.prompt}: the {config.model} baseline takes no prompts")
+        return ConvBaseline(config.model, class_names, config.image_size), {"init": "random"}
+    from samadapt.finetune.init import build_base
+    from samadapt.finetune.model import ClassPromptSegmenter
+
+    start = build_base(config.model, config.image_size, config.init, class_names)
+    model = ClassPromptSegmenter(start.base, class_names, tokens_per_class=config.tokens_per_class)
+    if start.class_prompts:
+        prompts = torch.stack([start.class_prompts[c] for c in class_names])
+        if prompts.shape != model.class_prompts.shape:
+            raise UserError(f"--tokens-per-class {config.tokens_per_class} differs from the checkpoint's "
+                            f"{prompts.shape[1]}")
+        with torch.no_grad():
+            model.class_prompts.copy_(prompts)
+    return model, start.provenance
+
+
+def validation_dice(model, loader, num_classes: int, prompt_mode: str) -> dict[str, float]:
+    """Mean Dice over validation images and classes (per-class means too), padding excluded."""
+    from samadapt.evaluate.metrics import overlap_scores
+    from samadapt.finetune.model import one_hot_targets
+    from samadapt.finetune.prompts import simulate_prompts
+    from samadapt.finetune.runs import full_size_logits
+
+    device = next(model.parameters()).device
+    scores = []
+    for batch in loader:
+        image, mask, valid = batch["image"].to(device), batch["mask"].to(device), batch["valid"].to(device)
+        logits = full_size_logits(model, image, **simulate_prompts(mask, num_classes, prompt_mode))
+        pred = (logits > 0) & valid.unsqueeze(1)
+        scores.append(overlap_scores(pred, one_hot_targets(mask, num_classes))["dice"])
+    dice = torch.cat(scores).float()  # (N, C)
+    out = {VAL_METRIC: float(dice.mean())}
+    if num_classes > 1:
+        out.update({f"val_dice_{c + 1}": float(dice[:, c].mean()) for c in range(num_classes)})
+    return out
+
+
+class CurvePlot(Callback):
+    """Draws RUN_DIR/curves.png (training loss and validation Dice per epoch) when training ends."""
+
+    def on_fit_end(self, trainer, summary):
+        if trainer.is_main:
+            plot_curves(trainer.run_dir)
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path = Path(run_dir) / "epoch.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, style in (("train_loss", "-"), (VAL_METRIC, "--")):
+        values = [float(r[key]) if r.get(key) else float("nan") for r in rows]
+        ax.plot(epochs, values, style, marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(run_dir) / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Train as `config` says; returns the summary also written to RUN_DIR/summary.json."""
+    from samadapt.data.augment import build_augmentation
+    from samadapt.data.torch_datasets import SegmentationDataset
+    from samadapt.engine import checkpoint as engine_ckpt
+    from samadapt.engine.schedule import cosine_with_warmup
+    from samadapt.engine.trainer import Trainer
+    from samadapt.finetune.losses import parse_loss
+    from samadapt.finetune.model import one_hot_targets
+    from samadapt.finetune.prompts import PROMPT_MODES, simulate_prompts
+    from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
+
+    if config.prompt not in PROMPT_MODES:
+        raise UserError(f"--prompt must be one of {', '.join(PROMPT_MODES)}, got {config.prompt!r}")
+    for name, value in (("--lr", config.lr), ("--encoder-lr", config.encoder_lr)):
+        if value is not None and not value > 0:
+            raise UserError(f"{name} {value}: must be > 0")
+    if config.repeat < 1:
+        raise UserError(f"--repeat {config.repeat}: must be at least 1")
+    out = Path(config.out)
+    if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise UserError("run folder already holds checkpoints: add --resume or choose a new --out", out)
+    loss_fn = parse_loss(config.loss)
+    dataset, splits, train_cases, val_cases = prepare_data(config)
+    classes = dataset.class_names
+    model, provenance = build_model(config, classes)
+    counts = model.configure_trainable(config.train, config.freeze_stages)
+    groups = model.param_groups(config.lr, config.encoder_lr, config.weight_decay, config.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+
+    augment = EpochAugmentation(build_augmentation(config.seed)) if config.augment else None
+    train_data = SegmentationDataset(train_cases * config.repeat, config.image_size, classes, augment=augment)
+    val_data = SegmentationDataset(val_cases, config.image_size, classes)
+    val_loader = torch.utils.data.DataLoader(val_data, batch_size=config.batch_size, shuffle=False)
+    n_classes = len(classes)
+
+    def step_fn(net, batch):
+        prompts = simulate_prompts(batch["mask"], n_classes, config.prompt)
+        logits = full_size_logits(net, batch["image"], **prompts)
+        loss = loss_fn(logits, one_hot_targets(batch["mask"], n_classes), batch["valid"])
+        return loss, {}, batch["image"].shape[0]
+
+    warmup = lambda total: int(round(config.warmup_fraction * total))  # noqa: E731
+    trainer = Trainer(
+        model, step_fn, optimizer, run_dir=out, train_data=train_data, batch_size=config.batch_size,
+        scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
+        validate_fn=lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
+        monitor=VAL_METRIC, monitor_mode="max", patience=config.patience, grad_clip=config.grad_clip,
+        resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
+        drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot()],
+    )
+    if augment is not None:
+        augment.epoch_source = lambda: trainer.epoch
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
+                                               "train_cases": [c.id for c in train_cases],
+                                               "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
+    started = time.perf_counter()
+    summary = trainer.fit(config.epochs)
+    seconds = time.perf_counter() - started
+
+    best = out / "checkpoints" / "best.pt"
+    if best.is_file():  # the saved model is the best by validation Dice, not the last
+        state, _ = engine_ckpt.load_checkpoint(best)
+        model.load_state_dict(state["model"])
+    info = {"loss": loss_fn.spec, "split": str(config.split), "fold": config.fold, "data": str(config.data),
+            "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
+            "best": summary["best"], "epochs_completed": summary["epochs_completed"]}
+    save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
+                                             "split": str(config.split), "fold": config.fold})
+    result = {**summary, "classes": classes, "parameters": counts, "seconds_this_session": seconds,
+              "seconds_per_epoch": seconds / max(1, summary["epochs_completed"] - _resumed_epochs(summary)),
+              "model_dir": str(out / "model")}
+    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def _resumed_epochs(summary: dict) -> int:
+    resumed = summary.get("resumed_from")
+    if not resumed:
+        return 0
+    record = Path(resumed).with_suffix(".json")
+    try:
+        return int(json.loads(record.read_text()).get("epoch") or 0)
+    except (OSError, ValueError):
+        return 0

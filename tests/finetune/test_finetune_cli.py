@@ -1,0 +1,102 @@
+"""`samadapt finetune` end to end on tiny phantoms: run folder, resume, MAE init, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from .conftest import read_json, run_cli
+
+TINY = ["--model", "sam2-hiera-tiny", "--image-size", "64", "--batch-size", "2", "--no-augment"]
+
+
+def _finetune(data, split, out, capsys, *extra):
+    return run_cli(["finetune", "--data", data, "--split", split, "--out", out, *TINY, *extra], capsys)
+
+
+def test_run_folder_holds_model_classes_and_curves(anatomy, tmp_path, capsys):
+    from samadapt.finetune.runs import load_run
+
+    code, out, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--loss", "dice+focal")
+    assert code == 0, err
+    assert "best val Dice" in out
+    run = tmp_path / "run"
+    for name in ("config.json", "summary.json", "epoch.csv", "train.csv", "curves.png", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    loaded = load_run(run)
+    assert loaded.class_names == ["left_lobe", "right_lobe", "core"]
+    assert loaded.model.class_prompts.shape == (3, 4, 256)
+    assert loaded.info["loss"] == "dice+focal" and loaded.info["fold"] == 0
+    provenance = loaded.info["provenance"]
+    assert provenance["init"] == "random" and provenance["command"] == "finetune"
+    assert read_json(run / "summary.json")["parameters"]["trainable"] > 0
+
+
+def test_resume_continues_to_more_epochs(anatomy, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _finetune(*anatomy, run, capsys, "--epochs", "1")[0] == 0
+    code, _, err = _finetune(*anatomy, run, capsys, "--epochs", "1")
+    assert code == 2 and "--resume" in err  # never silently overwrite a run
+    code, _, err = _finetune(*anatomy, run, capsys, "--epochs", "2", "--resume")
+    assert code == 0, err
+    summary = read_json(run / "summary.json")
+    assert summary["epochs_completed"] == 2 and summary["resumed_from"]
+    code, _, err = _finetune(*anatomy, run, capsys, "--epochs", "3", "--resume", "--lr", "0.5")
+    assert code == 2 and "lr" in err  # a different configuration is refused
+
+
+def test_init_from_mae_run_loads_its_encoder(anatomy, tmp_path, capsys):
+    from samadapt.finetune.runs import load_run
+    from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.models.registry import build_model
+
+    pretrained = build_model("sam2-hiera-tiny", 64)
+    with torch.no_grad():
+        for param in pretrained.image_encoder.parameters():
+            param.add_(0.5)  # recognisably different from any fresh initialisation
+    save_checkpoint(pretrained, tmp_path / "mae" / "encoder", {"command": "pretrain"})
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--init", f"mae:{tmp_path / 'mae'}")
+    assert code == 0, err
+    loaded = load_run(tmp_path / "run")
+    expected = pretrained.image_encoder.state_dict()
+    for key, value in loaded.model.base.image_encoder.state_dict().items():
+        torch.testing.assert_close(value, expected[key])  # --train decoder leaves the encoder as loaded
+    assert loaded.info["provenance"]["init"] == "mae"
+
+
+def test_init_from_a_run_reuses_its_prompts_and_refuses_unknown_classes(anatomy, tmp_path, capsys):
+    from samadapt.data.phantoms import generate_phantoms
+    from samadapt.finetune.runs import load_run
+
+    first = tmp_path / "first"
+    assert _finetune(*anatomy, first, capsys, "--epochs", "1")[0] == 0
+    code, _, err = _finetune(*anatomy, tmp_path / "second", capsys, "--epochs", "1", "--init", f"ckpt:{first}", "--lr", "1e-9")
+    assert code == 0, err
+    before, after = load_run(first).model.class_prompts, load_run(tmp_path / "second").model.class_prompts
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=0)
+    fa = generate_phantoms(tmp_path / "fa", n=4, size=64, kind="fa")
+    run_cli(["data", "split", fa.parent, "--folds", "1", "--test-fraction", "0", "--out", tmp_path / "fa.json"], capsys)
+    code, _, err = _finetune(fa, tmp_path / "fa.json", tmp_path / "third", capsys, "--epochs", "1", "--init", f"ckpt:{first}")
+    assert code == 2 and "leakage" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", ["no_masks", "bad_fold", "bad_loss", "bad_train", "bad_init", "baseline_init"])
+def test_bad_input_is_one_line_exit_2(case, anatomy, tmp_path, capsys):
+    from PIL import Image
+
+    data, split = anatomy
+    extra = {"bad_fold": ["--fold", "3"], "bad_loss": ["--loss", "dice+hinge"], "bad_train": ["--train", "heads"],
+             "bad_init": ["--init", "imagenet"], "baseline_init": ["--model", "unet", "--init", "mae:x"]}.get(case, [])
+    if case == "no_masks":
+        images = tmp_path / "images"
+        images.mkdir()
+        for i in range(3):
+            Image.new("L", (32, 32), 10 * i).save(images / f"img{i}.png")
+        data = images
+    code, out, err = _finetune(data, split, tmp_path / "run", capsys, "--epochs", "1", *extra)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("samadapt: error:")
+    expected = {"no_masks": "no masks", "bad_fold": "--fold 3", "bad_loss": "hinge", "bad_train": "heads",
+                "bad_init": "imagenet", "baseline_init": "random weights"}[case]
+    assert expected in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
