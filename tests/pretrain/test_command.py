@@ -114,3 +114,19 @@ def test_image_smaller_than_a_unit(tmp_path, capsys):
 def test_missing_run_for_export_is_user_error(tmp_path):
     with pytest.raises(UserError, match="not a pre-training run"):
         load_pretrained_encoder(tmp_path)
+
+
+def test_init_from_sam2_weights_starts_from_them(finished_run, image_folder, tmp_path):
+    """--init PATH: the trunk starts from those weights (here the encoder folder of another run)."""
+    from samadapt.models.checkpoint import load_checkpoint
+    from samadapt.pretrain.train import build_model
+
+    out, _ = finished_run
+    config = PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), image_size=64, batch_size=2,
+                            epochs=1, warmup_epochs=0, init=str(out / "encoder"))
+    model, mae = build_model(config)
+    saved = load_checkpoint(out / "encoder").model
+    for key, value in saved.trunk.state_dict().items():
+        assert torch.equal(value, mae.trunk.state_dict()[key]), key
+    with pytest.raises(UserError, match="--init"):
+        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=str(tmp_path / "none")))
