@@ -88,3 +88,29 @@ def test_sparse_path_backpropagates_into_the_trunk(trunk256):
     grads = [p.grad for p in trunk256.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     trunk256.zero_grad()
+
+
+@torch.no_grad()
+def test_other_window_layouts_sam2_large_style():
+    """SAM2-L's windows (8, 4, 16, 8) and another global block, on a narrow 1-2-3-2 trunk."""
+    from transformers import Sam2HieraDetConfig, Sam2HieraDetModel
+
+    torch.manual_seed(2)
+    config = Sam2HieraDetConfig(
+        image_size=[320, 320], hidden_size=32, embed_dim_per_stage=[32, 64, 128, 256],
+        num_attention_heads_per_stage=[1, 2, 4, 8], blocks_per_stage=[1, 2, 3, 2],
+        window_size_per_stage=[8, 4, 16, 8], global_attention_blocks=[4],
+    )
+    trunk = Sam2HieraDetModel(config).eval()
+    for name, param in trunk.named_parameters():
+        if name.endswith("bias") or "pos_embed" in name:
+            param.normal_(std=0.5)
+    grid = unit_grid(320)
+    pixels = torch.randn(2, 3, 320, 320)
+    none = torch.zeros(2, grid[0] * grid[1], dtype=torch.bool)
+    for ref, sp in zip(trunk(pixels).intermediate_hidden_states, sparse_trunk_forward(trunk, pixels, none)):
+        assert _close(units_to_grid(sp, grid), ref) < TOL
+    mask = random_unit_mask(2, grid, 0.6, torch.Generator().manual_seed(4))
+    visible = visible_units(mask)
+    for sp, ref in zip(sparse_trunk_forward(trunk, pixels, mask), key_masked_trunk_forward(trunk, pixels, mask)):
+        assert _close(sp, gather_units(grid_to_units(ref, grid), visible)) < TOL
