@@ -36,22 +36,48 @@ def evaluate(
     hd95: bool = typer.Option(False, "--hd95", help="Also compute the 95th-percentile Hausdorff distance (slow on large volumes)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, paired by name, to draw the overlays on."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Draw worst, median and best cases."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="A fine-tuning run folder: predict the cases of --split of --data with it."),
+    data: Path | None = typer.Option(None, "--data", help="With --model: the labelled dataset (description file or folder)."),
+    split: str = typer.Option("test", "--split", help="With --model: the part to evaluate, test or val (or train)."),
+    splits: Path | None = typer.Option(None, "--splits", help="With --model: splits.json (default: the one the run was trained with)."),
+    fold: int | None = typer.Option(None, "--fold", help="With --model and --split val: the fold (default: the run's)."),
 ) -> None:
-    """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95) per case and class."""
+    """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95) per case and class.
+
+    Either --pred DIR --gt DIR (folders of masks), or --model RUN_DIR --data DATASET --split test|val
+    (a fine-tuned model predicts the split's cases first).
+    """
     from samadapt.errors import UserError
-    from samadapt.evaluate.folders import cases_from_folders
     from samadapt.evaluate.report import evaluate_cases
 
-    # --pred/--gt are optional in the signature so that other sources of predictions (a model run on
-    # a dataset split) can be added as alternative options feeding the same `evaluate_cases`.
-    if pred is None or gt is None:
-        raise UserError("evaluate needs both --pred DIR and --gt DIR")
-    names = _class_names(classes)
-    n_cases, cases = cases_from_folders(pred, gt, images)
+    if model is not None:
+        if pred is not None or gt is not None:
+            raise UserError("give either --model (with --data) or --pred and --gt, not both")
+        if data is None:
+            raise UserError("evaluate --model needs --data DATASET")
+        names, n_cases, cases = _cases_from_run(model, data, split, splits, fold)
+    else:
+        from samadapt.evaluate.folders import cases_from_folders
+
+        if pred is None or gt is None:
+            raise UserError("evaluate needs both --pred DIR and --gt DIR, or --model RUN_DIR with --data")
+        names = _class_names(classes)
+        n_cases, cases = cases_from_folders(pred, gt, images)
     result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays)
     dice = result.summary["mean_over_classes"]["dice"]
     print(f"evaluated {n_cases} cases ({len(result.class_names)} classes) -> {out}; "
           f"mean Dice {dice['mean']:.4f}" + (f" ± {dice['sd']:.4f}" if dice["sd"] is not None else ""))
+
+
+def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, fold: int | None):
+    """(class names, number of cases, lazy EvaluationCases) of a fine-tuned run on a dataset split."""
+    from samadapt.finetune.evaluation import resolve_split, run_split_cases, split_cases_for_run
+    from samadapt.finetune.runs import load_run
+
+    run = load_run(run_dir)
+    splits_file, fold = resolve_split(run.info, run_dir, splits, fold)
+    cases = split_cases_for_run(data, splits_file, part, fold, run.class_names)
+    return run.class_names, len(cases), run_split_cases(run.model, cases)
 
 
 def compare(

@@ -240,7 +240,8 @@ def finetune(config: FinetuneConfig) -> dict:
     if best.is_file():  # the saved model is the best by validation Dice, not the last
         state, _ = engine_ckpt.load_checkpoint(best)
         model.load_state_dict(state["model"])
-    info = {"loss": loss_fn.spec, "split": str(config.split), "fold": config.fold, "data": str(config.data),
+    info = {"loss": loss_fn.spec, "split": str(Path(config.split).resolve()), "fold": config.fold,
+            "data": str(Path(config.data).resolve()),
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "epochs_completed": summary["epochs_completed"]}
     save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),

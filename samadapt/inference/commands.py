@@ -36,6 +36,11 @@ def predict(
 
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
+    from samadapt.finetune.runs import is_run_dir
+
+    if is_run_dir(model):  # a fine-tuned run: its learned class prompts segment every class at once
+        _predict_with_run(Path(model), inputs, out, weights, image_size, box, point)
+        return
     prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
     net = load_model(model, weights=weights, image_size=image_size).eval()
     summary = run_predict(net, inputs, out, prompt)
@@ -43,5 +48,23 @@ def predict(
     total = sum(seconds.values())
     print(f"wrote {2 * summary['images']} files to {out} ({total / max(1, summary['images']):.2f} s per image; "
           + ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()) + ")")
+    if len(inputs) == 1:
+        print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))
+
+
+def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, weights, image_size, box, point) -> None:
+    import json
+
+    from samadapt.errors import UserError
+    from samadapt.finetune.runs import load_run
+    from samadapt.inference.predict import run_predict_classes
+
+    if weights is not None or box is not None or point is not None:
+        raise UserError("a fine-tuning run segments without prompts or --weights: drop --weights/--box/--point", run_dir)
+    run = load_run(run_dir, image_size=image_size)
+    summary = run_predict_classes(run.model, inputs, out)
+    total = sum(summary["seconds"].values())
+    print(f"wrote {2 * summary['images']} files and classes.json to {out} "
+          f"({total / max(1, summary['images']):.2f} s per image; classes {', '.join(run.class_names)})")
     if len(inputs) == 1:
         print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))

@@ -150,3 +150,45 @@ def run_predict(
             timer.add("write", start)
             fractions[path.name] = float(mask.mean())
     return {"images": len(inputs), "foreground_fraction": fractions, "seconds": dict(timer.seconds)}
+
+
+def run_predict_classes(model, inputs: list[Path], out_dir: Path, progress: bool = True) -> dict:
+    """Segment every image with a fine-tuned multi-class model (a loaded run's model, no prompt).
+
+    Writes `<stem>_mask.png` as an index mask (0 background, k = class k, in the order of
+    `classes.json`, same size as the input) and `<stem>_overlay.png`. Returns a summary with the
+    fraction of pixels per class per image and seconds per stage.
+    """
+    import json
+
+    from PIL import Image
+
+    from samadapt.data.io import read_image
+    from samadapt.engine.atomic import staged_dir
+    from samadapt.finetune.runs import segment_index
+    from samadapt.inference.overlay import overlay_labels
+
+    for path in inputs:  # unreadable files fail before any work, as in `run_predict`
+        read_image(path)
+    names = list(model.class_names)
+    timer = StageTimer()
+    fractions: dict[str, dict[str, float]] = {}
+    iterator = inputs
+    if progress and len(inputs) > 1:
+        from tqdm import tqdm
+
+        iterator = tqdm(inputs, desc="predict", unit="img")
+    with staged_dir(out_dir) as stage:
+        for path in iterator:
+            start = time.perf_counter()
+            image = read_image(path)
+            start = timer.add("read", start)
+            labels = segment_index(model, image)
+            start = timer.add("segment", start)
+            Image.fromarray(labels).save(stage / f"{path.stem}_mask.png")
+            Image.fromarray(overlay_labels(image, labels)).save(stage / f"{path.stem}_overlay.png")
+            timer.add("write", start)
+            fractions[path.name] = {name: float((labels == k).mean()) for k, name in enumerate(names, start=1)}
+        classes = {"0": "background", **{str(k): name for k, name in enumerate(names, start=1)}}
+        (stage / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
+    return {"images": len(inputs), "foreground_fraction": fractions, "seconds": dict(timer.seconds)}

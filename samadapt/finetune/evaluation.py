@@ -1,0 +1,72 @@
+"""Predict a dataset split with a fine-tuned run and hand the cases to the shared evaluation report.
+
+`run_split_cases` yields `EvaluationCase`s lazily (one prediction in memory at a time), for
+`samadapt.evaluate.report.evaluate_cases`. Ground truth is re-indexed to the run's class order; a
+dataset class the run was not trained on is refused rather than silently scored as background.
+3D cases are predicted slice by slice along their slice axis and stacked back into a volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from samadapt.errors import UserError
+
+PARTS = ("val", "test", "train")
+
+
+def resolve_split(run_info: dict, run_dir: Path, splits_file: Path | None, fold: int | None) -> tuple[Path, int]:
+    """The splits file and fold to use: given ones, else those the run was trained with."""
+    splits = splits_file or (Path(run_info["split"]) if run_info.get("split") else None)
+    if splits is None:
+        raise UserError("the run does not record its split: pass --splits FILE", run_dir)
+    return Path(splits), int(run_info.get("fold", 0) if fold is None else fold)
+
+
+def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, class_names: list[str]):
+    """The labelled cases of `part`, after checking the dataset's classes against the run's."""
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.splits import load_splits, split_cases
+
+    if part not in PARTS:
+        raise UserError(f"--split must be one of {', '.join(PARTS)}, got {part!r}")
+    dataset = load_dataset(data)
+    if not dataset.spec.labeled:
+        raise UserError("dataset has no masks to evaluate against", data)
+    unknown = [c for c in dataset.class_names if c not in class_names]
+    if unknown:
+        raise UserError(f"dataset classes {unknown} are not among the model's classes {class_names}", data)
+    splits = load_splits(splits_file, dataset)
+    if part != "test" and not 0 <= fold < len(splits["splits"]):
+        raise UserError(f"--fold {fold} is outside the split, which has folds 0..{len(splits['splits']) - 1}", splits_file)
+    cases = [c for c in split_cases(dataset, splits, part, fold) if c.labeled]
+    if not cases:
+        raise UserError(f"the {part} part of the split has no labelled cases", splits_file)
+    return cases
+
+
+def predict_case(model, case) -> tuple[np.ndarray, np.ndarray]:
+    """(image, predicted index mask) of a 2D case, or (volume, predicted label volume) of a 3D one."""
+    from samadapt.data.preprocess import clip_percentiles, stack_slices, volume_slices
+    from samadapt.finetune.runs import segment_index
+
+    image = case.load_image()
+    if case.dims != "3d":
+        return image, segment_index(model, image)
+    scaled = clip_percentiles(image)  # one intensity scale for the whole volume, as in training
+    slices = [segment_index(model, s) for s in volume_slices(scaled, case.slice_axis)]
+    return image, stack_slices(slices, case.slice_axis)
+
+
+def run_split_cases(model, cases) -> Iterator:
+    """`EvaluationCase`s of `cases` predicted by `model` (a loaded run's model)."""
+    from samadapt.data.masks import remap_classes
+    from samadapt.evaluate.report import EvaluationCase
+
+    for case in cases:
+        image, pred = predict_case(model, case)
+        gt = remap_classes(case.load_mask(), case.class_names, list(model.class_names))
+        yield EvaluationCase(case.id, pred, gt, image=image)
