@@ -260,6 +260,8 @@ def _read_mapping(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read ({exc.strerror})", path) from None
+    except UnicodeDecodeError:
+        raise UserError("not a dataset description (a YAML or JSON text file) nor a dataset folder", path) from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

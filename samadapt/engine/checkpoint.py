@@ -30,6 +30,7 @@ import logging
 import pickle
 import random
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def _read_verified(path: Path, map_location) -> tuple[dict, dict]:
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UserError(

@@ -14,7 +14,9 @@ dropped, by explicit name. Pickles are read with `torch.load(weights_only=True)`
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +70,15 @@ def read_torch_file(path: Path):
     if path.stat().st_size == 0:
         raise UserError("weights file is empty (0 bytes)", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # do not echo torch's advice to retry with weights_only=False
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        raise UserError(
+            "refusing to load: the file holds Python objects other than tensors, which could run code"
+            + (f" ({found.group(1)})" if found else ""), path) from None
+    except Exception as exc:  # RuntimeError (truncated zip), EOFError, ...
         reason = " ".join(str(exc).split())[:200]
         raise UserError(
             f"cannot read as a PyTorch checkpoint with safe (weights-only) loading: "
