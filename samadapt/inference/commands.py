@@ -29,19 +29,25 @@ def predict(
     from samadapt.inference.predict import Prompt, collect_images, run_predict
     from samadapt.models.loading import load_model
 
+    from samadapt.engine.atomic import check_output_dir
+    from samadapt.errors import UserError
+    from samadapt.inference.predict import check_inputs
+
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
     if threads:
         torch.set_num_threads(threads)
     if image_size is not None and image_size <= 0:
-        from samadapt.errors import UserError
-
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
+    check_output_dir(out)
     from samadapt.finetune.runs import is_run_dir
 
     if is_run_dir(model):  # a fine-tuned run: its learned class prompts segment every class at once
         _predict_with_run(Path(model), inputs, out, weights, image_size, box, point)
         return
     prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
+    check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
     net = load_model(model, weights=weights, image_size=image_size).eval()
     summary = run_predict(net, inputs, out, prompt)
     seconds = summary["seconds"]
@@ -61,6 +67,9 @@ def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, weights, ima
 
     if weights is not None or box is not None or point is not None:
         raise UserError("a fine-tuning run segments without prompts or --weights: drop --weights/--box/--point", run_dir)
+    from samadapt.inference.predict import check_inputs
+
+    check_inputs(inputs)
     run = load_run(run_dir, image_size=image_size)
     summary = run_predict_classes(run.model, inputs, out)
     total = sum(summary["seconds"].values())

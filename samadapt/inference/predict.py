@@ -74,6 +74,16 @@ def collect_images(path: str | Path) -> list[Path]:
     return files
 
 
+def check_inputs(inputs: list[Path], prompt: Prompt | None = None) -> None:
+    """Decode every input once and check the prompt against its size; raises `UserError`."""
+    from samadapt.data.io import read_image
+
+    for path in inputs:
+        image = read_image(path)
+        if prompt is not None:
+            prompt.check_inside(image.shape[0], image.shape[1], path)
+
+
 @torch.inference_mode()
 def segment(model, image: np.ndarray, prompt: Prompt, timer: StageTimer | None = None) -> np.ndarray:
     """Segment one image. Returns a boolean mask (H, W) on the image's own pixel grid.
@@ -128,9 +138,7 @@ def run_predict(
 
     # Check every input first (decoding is cheap next to the encoder), so a bad file or prompt is
     # reported before any work is done rather than after half the folder.
-    for path in inputs:
-        image = read_image(path)
-        prompt.check_inside(image.shape[0], image.shape[1], path)
+    check_inputs(inputs, prompt)
     timer = StageTimer()
     fractions: dict[str, float] = {}
     iterator = inputs
