@@ -9,7 +9,7 @@ that is large in one image and small in another is weighted by area, not by imag
     support embeddings (N,256,h,w) ─┐
     support masks (N,S,S) ─ area ───┴─> weights (N,1+C,h,w) ─> masked mean / k-means
                                                              ─> foreground (C,P,256), background (Pb,256)
-    PrototypePrompter: for query class c the tokens are
+    PrototypePrompter: prototypes are centred on their common mean, then for query class c the tokens are
         [own prototypes of c (P) | prototypes of the other classes (P·(C-1)) | background (Pb)]
     each passed through LayerNorm-MLP plus a learned role embedding (own / other / background),
     giving prompt tokens (B, C, T, 256) with T = P·C + Pb: one decoder query per class.
@@ -170,14 +170,18 @@ class PrototypePrompter(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        # Unit-scale role embeddings (like SAM's point-label embeddings): the token sets of two class
+        # queries hold the same prototypes, so the roles are what tells the queries apart.
         self.role = nn.Embedding(3, dim)
-        nn.init.normal_(self.role.weight, std=0.02)
 
     def forward(self, prototypes: SupportPrototypes, batch_size: int) -> torch.Tensor:
         foreground, background = prototypes.foreground, prototypes.background
         classes, per_class, dim = foreground.shape
-        projected = self.mlp(self.norm(foreground))  # (C, P, D)
-        back = self.mlp(self.norm(background))  # (Pb, D)
+        # Features of one image share a large common component (for SAM2 also `no_mem_embed`);
+        # prototypes relative to their own mean keep only what tells the structures apart.
+        centre = torch.cat([foreground.reshape(-1, dim), background]).mean(0)
+        projected = self.mlp(self.norm(foreground - centre))  # (C, P, D)
+        back = self.mlp(self.norm(background - centre))  # (Pb, D)
         if prototypes.foreground_position is not None:
             # As SAM's point tokens: content embedding + positional encoding of where it is.
             projected = projected + prototypes.foreground_position

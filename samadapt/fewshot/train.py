@@ -41,7 +41,7 @@ SUPPORT_FILE = "support.json"
 class FewShotConfig:
     shots: int = 2
     epochs: int = 100
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     seed: int = 0
     loss: str = "dice+bce"
