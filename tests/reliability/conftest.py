@@ -1,0 +1,120 @@
+"""A small world of good and broken inputs for the reliability tests, built once per session.
+
+Everything is generated here (tiny phantoms, hand-made broken files); nothing comes from real data.
+The folder is the working directory of every bad-input case, so command lines use short relative
+paths and error messages stay readable.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+class _StubModel:
+    """Enough of a `SegmentAnything` for `save_checkpoint`: name, family, size and a tiny state."""
+
+    def __init__(self, name: str):
+        self.name, self.family, self.image_size = name, "sam2", 64
+        self.hf = torch.nn.Linear(2, 2)
+
+
+class _RunsCode:
+    """A pickle payload that would run a command when unpickled without restrictions."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_broken_files(bad: Path) -> None:
+    import nibabel as nib
+    import tifffile
+
+    bad.mkdir()
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(bad / "ok.png")
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(bad / "ok.jpg", quality=90)
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "empty.pt").write_bytes(b"")
+    for name in ("ok.png", "ok.jpg"):
+        raw = (bad / name).read_bytes()
+        (bad / f"truncated{Path(name).suffix}").write_bytes(raw[: len(raw) // 2])
+    (bad / "garbage.png").write_bytes(b"this is text, not a PNG file\n" * 4)
+    (bad / "notes.txt").write_text("not an image\n")
+    tifffile.imwrite(bad / "five_channels.tif", np.zeros((64, 64, 5), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    volume = np.ones((16, 16, 8), np.float32)
+    volume[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), bad / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 8, 3), np.float32), np.eye(4)), bad / "four_d.nii.gz")
+    (bad / "a_file").write_text("a regular file where a folder is expected\n")
+    (bad / "empty_dir").mkdir()
+    (bad / "not_yaml.yaml").write_text("images: [unclosed\n")
+    (bad / "unknown_key.yaml").write_text("images: images\ncolour_space: rgb\n")
+    with open(bad / "runs_code.pt", "wb") as handle:
+        pickle.dump({"model": _RunsCode(bad / "CODE_RAN")}, handle)
+    collide = bad / "collide"
+    collide.mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(collide / "a.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(collide / "a.bmp")
+
+
+def _write_checkpoints(root: Path) -> None:
+    from samadapt.models.checkpoint import save_checkpoint
+
+    save_checkpoint(_StubModel("sam2-hiera-small"), root / "ckpt_small", {"command": "reliability test"})
+    save_checkpoint(_StubModel("sam2-hiera-tiny"), root / "ckpt_flipped", {"command": "reliability test"})
+    weights = root / "ckpt_flipped" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte inside the tensor data: only the hash notices
+    weights.write_bytes(bytes(data))
+
+
+def _dataset_variants(root: Path) -> None:
+    import nibabel as nib
+
+    shutil.copytree(root / "fa", root / "fa_foreign")
+    mask_path = root / "fa_foreign" / "masks" / "P0001-1.png"
+    mask = np.array(Image.open(mask_path))
+    mask[:4, :4] = 7  # a label the class list does not know
+    Image.fromarray(mask).save(mask_path)
+    for name in ("anat3d_nan", "anat3d_4d"):
+        shutil.copytree(root / "anat3d", root / name)
+    volume = np.ones((32, 32, 8), np.float32)
+    volume[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "anat3d_nan" / "images" / "A0001.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((32, 32, 8, 2), np.float32), np.eye(4)),
+             root / "anat3d_4d" / "images" / "A0001.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def bad_world(tmp_path_factory) -> Path:
+    """Root folder with: fa/ (12 FA phantoms, 6 patients, splits.json with 2 folds), anat2d/ (4
+    anatomy phantoms, splits.json), anat2d_cache/ (few-shot features), anat3d/ (2 volumes), broken
+    dataset copies, bad/ (broken files) and stub checkpoints."""
+    from samadapt.cli import main
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.phantoms import generate_phantoms
+    from samadapt.fewshot.cache import build_cache
+
+    root = tmp_path_factory.mktemp("bad_world")
+    generate_phantoms(root / "fa", n=12, size=64, seed=0, kind="fa")
+    generate_phantoms(root / "anat2d", n=4, size=64, seed=0, kind="anatomy")
+    generate_phantoms(root / "anat3d", n=2, size=32, seed=0, kind="anatomy", dims="3d", depth=8)
+    assert main(["data", "split", str(root / "fa"), "--folds", "2", "--out", str(root / "fa" / "splits.json")]) == 0
+    assert main(["data", "split", str(root / "anat2d"), "--folds", "1", "--test-fraction", "0.25",
+                 "--out", str(root / "anat2d" / "splits.json")]) == 0
+    build_cache(load_dataset(root / "anat2d").cases, root / "anat2d_cache", "sam2-hiera-tiny", None, 64)
+    _dataset_variants(root)
+    _write_broken_files(root / "bad")
+    _write_checkpoints(root)
+    return root
