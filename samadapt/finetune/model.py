@@ -40,7 +40,7 @@ class ClassPromptSegmenter(nn.Module):
     kind = "sam"
 
     def __init__(self, base, class_names: list[str], tokens_per_class: int = DEFAULT_TOKENS_PER_CLASS,
-                 init_std: float = 0.02):
+                 init_std: float = 1.0):
         super().__init__()
         if not class_names:
             raise UserError("a segmentation model needs at least one foreground class")
@@ -48,6 +48,8 @@ class ClassPromptSegmenter(nn.Module):
             raise UserError(f"tokens per class must be >= 1, got {tokens_per_class}")
         self.base = base
         self.class_names = list(class_names)
+        # Unit scale, like the Fourier position features that make up SAM's own point and box tokens:
+        # near-zero prompts look alike to the decoder, and classes then separate very slowly.
         self.class_prompts = nn.Parameter(torch.randn(len(class_names), tokens_per_class, base.feature_dim) * init_std)
         # SAM2's decoder, in eval mode, may swap its single mask for one of the multi-mask outputs when
         # the single one looks unstable. Class prompts are trained against the single output only, so
