@@ -100,3 +100,25 @@ def test_bad_input_is_one_line_exit_2(case, anatomy, tmp_path, capsys):
                 "bad_init": "imagenet", "baseline_init": "random weights"}[case]
     assert expected in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("mode", ["box", "points"])
+def test_training_with_simulated_prompts(mode, anatomy, tmp_path, capsys):
+    from samadapt.finetune.runs import load_run
+
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--prompt", mode)
+    assert code == 0, err
+    assert load_run(tmp_path / "run").info["prompt"] == mode
+    code, _, err = _finetune(*anatomy, tmp_path / "bad", capsys, "--epochs", "1", "--prompt", mode, "--model", "unet",
+                             "--train", "all")
+    assert code == 2 and "takes no prompts" in err
+
+
+def test_encoder_decoder_with_frozen_stages_and_layer_decay(anatomy, tmp_path, capsys):
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--train", "encoder-decoder",
+                             "--freeze-stages", "2", "--encoder-lr", "1e-5", "--layer-decay", "0.8")
+    assert code == 0, err
+    header = (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
+    assert "lr_base.hf.vision_encoder/decay/layer4" in header  # per-layer groups are logged
+    summary = read_json(tmp_path / "run" / "summary.json")
+    assert 0 < summary["parameters"]["frozen"] < summary["parameters"]["trainable"]
