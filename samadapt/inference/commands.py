@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 def predict(
     input: Path = typer.Option(..., "--input", "-i", help="An image (PNG, JPEG, TIFF, BMP, GIF) or a folder of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for <stem>_mask.png and <stem>_overlay.png."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`) or a samadapt checkpoint folder."),
+    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`), a samadapt checkpoint folder, or a fine-tuning run folder (multi-class index masks, no prompt)."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Meta .pt/.pth file, Hugging Face folder or samadapt checkpoint folder."),
     image_size: int | None = typer.Option(None, "--image-size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
     box: tuple[float, float, float, float] | None = typer.Option(None, "--box", help="Box prompt x0 y0 x1 y1 in image pixels."),
