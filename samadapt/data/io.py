@@ -8,8 +8,12 @@ never leaves a half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,11 +76,49 @@ def _check_file(path: Path, suffixes: tuple[str, ...]) -> None:
         raise UserError("file is empty (0 bytes)", path)
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+# Declared sizes are checked before decoding, so a damaged or hostile header cannot make a reader
+# allocate gigabytes; Pillow refuses the same size (its decompression-bomb limit).
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+
+
+_DECODER_LOGGERS = ("tifffile", "nibabel", "nibabel.global", "PIL.Image", "PIL.ImageFile", "PIL.TiffImagePlugin",
+                    "PIL.TiffTags", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "PIL.GifImagePlugin",
+                    "PIL.BmpImagePlugin")
+
+
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Keep the decoders' complaints about damaged files off stderr: the `UserError` says it once."""
+    loggers = [logging.getLogger(name) for name in _DECODER_LOGGERS]
+    disabled = [log.disabled for log in loggers]
+    for log in loggers:
+        log.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, was in zip(loggers, disabled):
+            log.disabled = was
+
+
+def _read_tiff_array(path: Path) -> np.ndarray:
     import tifffile
 
+    with tifffile.TiffFile(path) as tiff:
+        shape = tuple(int(n) for n in tiff.pages[0].shape)
+        if np.prod(shape, dtype=np.float64) > 4 * MAX_IMAGE_PIXELS:  # up to 4 channels
+            raise UserError(f"image of shape {shape} is too large (over {MAX_IMAGE_PIXELS} pixels; "
+                            "damaged header?)", path)
+        return tiff.asarray(key=0)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
     try:
-        array = tifffile.imread(path, key=0)
+        with _quiet_decoders():
+            array = _read_tiff_array(path)
+    except UserError:
+        raise
     except Exception as exc:  # tifffile raises many types for damaged files
         # Compressed TIFFs (LZW, Deflate...) need the optional imagecodecs package for tifffile;
         # Pillow decodes the common 8-bit ones itself, so try it before giving up.
@@ -106,7 +148,7 @@ def _read_with_pillow(path: Path, keep_indices: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with _quiet_decoders(), Image.open(path) as image:
             image.seek(0)  # first frame of an animated GIF or multi-page file
             image.load()  # decodes now, so truncation is detected here and not later
             if image.mode == "P" and not keep_indices:
@@ -118,6 +160,8 @@ def _read_with_pillow(path: Path, keep_indices: bool) -> np.ndarray:
             array = np.array(image)
     except UnidentifiedImageError:
         raise UserError("not a readable image (corrupt or wrong extension)", path) from None
+    except Image.DecompressionBombError:
+        raise UserError(f"image is too large (over {MAX_IMAGE_PIXELS} pixels; damaged header?)", path) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"cannot decode image ({exc})", path) from None
     if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() <= 65535:
@@ -142,7 +186,7 @@ def read_image(path: str | Path, keep_indices: bool = False) -> np.ndarray:
         array = _read_with_pillow(path, keep_indices)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4) or min(array.shape[:2]) < 1:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and not 1 <= array.shape[-1] <= 4) or min(array.shape[:2]) < 1:
         raise UserError(f"expected a 2D image with 1-4 channels, found shape {array.shape}", path)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise UserError("image contains NaN or infinite values", path)
@@ -178,8 +222,9 @@ def read_volume(path: str | Path, expect_3d: bool = True) -> Volume:
     path = Path(path)
     _check_file(path, VOLUME_SUFFIXES)
     try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        with _quiet_decoders():
+            image = nib.load(str(path))
+            data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel and gzip raise assorted types for damaged files
         raise UserError(f"cannot read NIfTI volume ({type(exc).__name__}: {exc})", path) from None
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -198,7 +243,8 @@ def read_volume_shape(path: str | Path) -> tuple[int, ...]:
     path = Path(path)
     _check_file(path, VOLUME_SUFFIXES)
     try:
-        shape = tuple(int(s) for s in nib.load(str(path)).shape)
+        with _quiet_decoders():
+            shape = tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception as exc:
         raise UserError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from None
     while len(shape) > 3 and shape[-1] == 1:
