@@ -24,7 +24,9 @@ from samadapt.data.io import read_image, read_volume, read_volume_shape
 from samadapt.data.masks import ClassInfo, MaskLayout, decode_mask
 from samadapt.errors import UserError
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=2000, derandomize="FUZZ_RANDOM" not in os.environ, database=None,
+# 300 fixed-seed examples per property (a few seconds). A longer, randomised campaign:
+#   FUZZ_EXAMPLES=3000 FUZZ_RANDOM=1 pytest tests/reliability/test_fuzz_readers.py
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=2000, derandomize="FUZZ_RANDOM" not in os.environ, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -235,3 +237,11 @@ def test_every_seed_file_is_valid(write):
         check_image(read_image(write(suffix, data)))
     for suffix, data in VALID["volume"]:
         assert read_volume(write(suffix, data)).data.shape == (6, 5, 4)
+
+
+def test_header_declaring_a_huge_image_is_refused_before_decoding(write):
+    """Found by fuzzing: a BMP whose header claims 20000 x 20000 pixels (Pillow's bomb check)."""
+    data = bytearray(dict(VALID["image"])[".bmp"])
+    data[18:26] = (20000).to_bytes(4, "little") * 2  # width and height fields
+    with pytest.raises(UserError, match="too large"):
+        read_image(write(".bmp", bytes(data)))
