@@ -12,6 +12,17 @@ def register(app: typer.Typer) -> None:
     app.command("ablate-loss")(ablate_loss)
 
 
+KEEP_CHOICES = ("best", "last")
+
+
+def _check_keep(keep: str) -> str:
+    from samadapt.errors import UserError
+
+    if keep not in KEEP_CHOICES:
+        raise UserError(f"--keep {keep!r}: choose best or last")
+    return keep
+
+
 def _optional_positive(name: str, value: int | None) -> int | None:
     from samadapt.errors import UserError
 
@@ -43,6 +54,7 @@ def finetune(
     repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch (tiny data sets)."),
     seed: int = typer.Option(0, "--seed"),
     patience: int | None = typer.Option(None, "--patience", help="Stop after this many epochs without a better val Dice."),
+    keep: str = typer.Option("best", "--keep", help="Model to save: best (by val Dice) or last (fixed budget; honest cross-validation)."),
     workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -58,12 +70,13 @@ def finetune(
     _optional_positive("--patience", patience)
     _optional_positive("--epochs", epochs)
     _optional_positive("--batch-size", batch_size)
+    _check_keep(keep)
     config = FinetuneConfig(
         data=str(data), split=str(split), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
         tokens_per_class=tokens_per_class, prompt=prompt, augment=augment, repeat=repeat, seed=seed, patience=patience,
-        num_workers=workers, resume=resume,
+        keep=keep, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)
     best = result["best"]["value"]
@@ -88,6 +101,8 @@ def ablate_loss(
     encoder_lr: float | None = typer.Option(None, "--encoder-lr"),
     seed: int = typer.Option(0, "--seed"),
     patience: int | None = typer.Option(None, "--patience"),
+    keep: str = typer.Option("best", "--keep", help="best (by val Dice) or last: with last, the folds' val parts are true held-out tests."),
+    repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch."),
     threads: int | None = typer.Option(None, "--threads"),
 ) -> None:
     """Train the same setup once per loss preset (same split, budget and seed) and tabulate Dice and IoU."""
@@ -99,9 +114,11 @@ def ablate_loss(
     if threads:
         torch.set_num_threads(threads)
     _optional_positive("--epochs", epochs)
+    _check_keep(keep)
     base = FinetuneConfig(data=str(data), split=str(split), out=str(out), model=model, image_size=image_size,
                           init=init, train=train, epochs=epochs, batch_size=batch_size, lr=lr,
-                          encoder_lr=encoder_lr, seed=seed, patience=patience, progress=False)
+                          encoder_lr=encoder_lr, seed=seed, patience=patience, keep=keep, repeat=repeat,
+                          progress=False)
     table = run_loss_ablation(base, out, folds=folds, losses=losses)
     for row in table["rows"]:
         print(f"{row['loss']:>14}: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f}, "

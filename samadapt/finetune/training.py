@@ -47,6 +47,9 @@ class FinetuneConfig:
     repeat: int = 1  # training cases seen this many times per epoch (tiny data sets)
     seed: int = 0
     patience: int | None = None
+    # "best": keep the epoch with the best validation Dice; "last": keep the model at the end of the
+    # budget, so that in cross-validation the held-out fold is scored but never used for selection.
+    keep: str = "best"
     grad_clip: float | None = 1.0
     num_workers: int = 0
     resume: bool = False
@@ -237,13 +240,13 @@ def finetune(config: FinetuneConfig) -> dict:
     seconds = time.perf_counter() - started
 
     best = out / "checkpoints" / "best.pt"
-    if best.is_file():  # the saved model is the best by validation Dice, not the last
+    if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
         state, _ = engine_ckpt.load_checkpoint(best)
         model.load_state_dict(state["model"])
     info = {"loss": loss_fn.spec, "split": str(Path(config.split).resolve()), "fold": config.fold,
             "data": str(Path(config.data).resolve()),
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
-            "best": summary["best"], "epochs_completed": summary["epochs_completed"]}
+            "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"]}
     save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
                                              "split": str(config.split), "fold": config.fold})
     result = {**summary, "classes": classes, "parameters": counts, "seconds_this_session": seconds,

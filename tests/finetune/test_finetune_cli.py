@@ -122,3 +122,32 @@ def test_encoder_decoder_with_frozen_stages_and_layer_decay(anatomy, tmp_path, c
     assert "lr_base.hf.vision_encoder/decay/layer4" in header  # per-layer groups are logged
     summary = read_json(tmp_path / "run" / "summary.json")
     assert 0 < summary["parameters"]["frozen"] < summary["parameters"]["trainable"]
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_best_or_last_weights(keep, anatomy, tmp_path, capsys, monkeypatch):
+    """`--keep last` saves the weights at the end of the budget (what cross-validation must score);
+    `--keep best` saves the epoch with the best validation Dice."""
+    import samadapt.finetune.training as training
+    from samadapt.engine.checkpoint import load_checkpoint, load_resumable
+    from samadapt.finetune.runs import load_run
+
+    # Validation Dice falls every epoch, so the best epoch (the first) is not the last one.
+    falling = iter([0.9, 0.5, 0.1])
+    monkeypatch.setattr(training, "validation_dice", lambda *a, **k: {training.VAL_METRIC: next(falling)})
+    run = tmp_path / "run"
+    code, _, err = _finetune(*anatomy, run, capsys, "--epochs", "3", "--keep", keep)
+    assert code == 0, err
+    reference = (load_checkpoint(run / "checkpoints" / "best.pt")[0] if keep == "best"
+                 else load_resumable(run / "checkpoints")[0])["model"]
+    other = (load_resumable(run / "checkpoints")[0] if keep == "best"
+             else load_checkpoint(run / "checkpoints" / "best.pt")[0])["model"]
+    saved = load_run(run).model.state_dict()
+    assert torch.equal(saved["class_prompts"], reference["class_prompts"])
+    assert not torch.equal(saved["class_prompts"], other["class_prompts"])
+    assert load_run(run).info["kept"] == keep
+
+
+def test_keep_rejects_unknown_choice(anatomy, tmp_path, capsys):
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--keep", "median")
+    assert code == 2 and "--keep 'median'" in err
