@@ -31,15 +31,23 @@ def pretrain(
     workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint (same settings)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
     """Pre-train the SAM2 image encoder as a masked autoencoder on unlabeled images.
 
     The result, OUT/encoder, is a samadapt checkpoint; fine-tune from it with `--init mae:OUT`.
     """
     import json
+    import os
 
+    from samadapt.cli import relaunch_on_devices
+    from samadapt.errors import UserError
     from samadapt.pretrain.train import PretrainConfig, run_pretrain
 
+    if (code := relaunch_on_devices(devices)) is not None:
+        raise typer.Exit(code)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
     if threads:
         import torch
 
@@ -51,4 +59,5 @@ def pretrain(
         recon_every=recon_every, num_workers=workers,
     )
     summary = run_pretrain(config, resume=resume)
-    print(json.dumps({k: summary[k] for k in ("status", "epochs_completed", "global_step", "last_train", "encoder")}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from the process that wrote the run
+        print(json.dumps({k: summary[k] for k in ("status", "epochs_completed", "global_step", "last_train", "encoder")}))

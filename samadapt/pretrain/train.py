@@ -66,6 +66,8 @@ class PretrainConfig:
             raise UserError(f"patch size {self.patch_size} must divide the mask unit ({MASK_UNIT_PIXELS} pixels)")
         if self.recon_every < 0 or self.checkpoint_every < 0:
             raise UserError("--recon-every and --checkpoint-every must be >= 0")
+        if self.num_workers < 0:
+            raise UserError(f"--workers {self.num_workers}: must be >= 0")
         if not self.data:
             raise UserError("give at least one --data folder or file")
 
@@ -78,17 +80,16 @@ class PretrainConfig:
 
 
 def _check_image_files(dataset) -> None:
-    """Refuse 2-D images smaller than one mask unit: letterboxing would only blow up a few pixels."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode every file once before any model work, so a broken, 4D or NaN-holding file fails
+    the command up front, and refuse 2-D images smaller than one mask unit (letterboxing would
+    only blow up a few pixels)."""
+    from samadapt.data.io import is_volume_file, read_image, read_volume
 
-    for path, _, slice_index in dataset.items:
-        if slice_index is not None:
+    for path in dict.fromkeys(path for path, _, _ in dataset.items):
+        if is_volume_file(path):
+            read_volume(path)
             continue
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (UnidentifiedImageError, OSError):
-            continue  # formats Pillow cannot open (e.g. some TIFFs) are checked by the dataset reader
+        height, width = read_image(path).shape[:2]
         if min(width, height) < MASK_UNIT_PIXELS:
             raise UserError(
                 f"image is {width}x{height} pixels, smaller than one {MASK_UNIT_PIXELS}-pixel mask unit", path
@@ -152,6 +153,7 @@ def make_optimizer(module, lr: float, weight_decay: float):
 
 def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
     """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
+    from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.models.checkpoint import save_checkpoint
@@ -159,7 +161,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.pretrain.recon import ReconstructionPictures
 
     config.validate()
-    run_dir = Path(config.out)
+    run_dir = check_output_dir(config.out)
     if resume and not (run_dir / "checkpoints").is_dir():
         raise UserError("cannot resume: no checkpoints in this run folder", run_dir)
     dataset = build_dataset(config)
