@@ -12,6 +12,7 @@ one line with exit code 1. `--debug` anywhere on the command line shows the full
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -64,6 +65,36 @@ def build_app() -> typer.Typer:
     return app
 
 
+# The arguments of the command being run, for `--devices N` to re-run it under torchrun.
+_INVOKED_ARGS: list[str] = []
+
+
+def _without_devices(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            out.append(arg)
+    return out
+
+
+def relaunch_on_devices(devices: int | None) -> int | None:
+    """`--devices N` of the training commands: the exit code of this same command re-run under
+    torchrun on N local processes, or None when it should simply run here (no flag, or N = 1)."""
+    if devices is None:
+        return None
+    from samadapt.engine.distributed import launch_torchrun, launched_by_torchrun
+
+    if devices < 1:
+        raise UserError(f"--devices must be at least 1, got {devices}")
+    if devices == 1 and not launched_by_torchrun():
+        return None
+    return launch_torchrun(_without_devices(_INVOKED_ARGS or sys.argv[1:]), devices)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"samadapt: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
@@ -71,6 +102,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    _INVOKED_ARGS[:] = args
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(build_app())
@@ -79,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
+        if os.environ.get("LOCAL_RANK") is not None and os.environ.get("RANK", "0") != "0":
+            return exc.exit_code  # under torchrun every process sees the same bad input: rank 0 says it
         return _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

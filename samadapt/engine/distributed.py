@@ -167,14 +167,18 @@ def deterministic(enabled: bool = True) -> None:
     torch.backends.cudnn.benchmark = not enabled
 
 
-def torchrun_command(argv: Sequence[str], nproc: int, module: str = "samadapt") -> list[str]:
-    """The command line that runs `python -m <module> <argv>` on `nproc` local processes."""
+def torchrun_command(argv: Sequence[str], nproc: int, module: str = "samadapt",
+                     launcher: str = "torch.distributed.run") -> list[str]:
+    """The command line that runs `python -m <module> <argv>` on `nproc` local processes.
+
+    `launcher` is torchrun's module, or `samadapt.engine.launch` (torchrun without its own
+    traceback and failure report, exiting with 2 when a worker reported bad input)."""
     if nproc < 1:
         raise UserError(f"--devices must be >= 1, got {nproc}")
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        launcher,
         "--standalone",
         f"--nproc-per-node={nproc}",
         "-m",
@@ -196,7 +200,7 @@ def launch_torchrun(argv: Sequence[str], nproc: int, module: str = "samadapt") -
         raise UserError("--devices cannot be used inside torchrun; use torchrun's --nproc-per-node instead")
     if any(arg == "--devices" or arg.startswith("--devices=") for arg in argv):
         raise UserError("launch_torchrun: remove --devices from the relaunched arguments")
-    return subprocess.call(torchrun_command(argv, nproc, module))
+    return subprocess.call(torchrun_command(argv, nproc, module, launcher="samadapt.engine.launch"))
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -158,10 +158,8 @@ CASES = [
 
 # Cases that need a fix in a command still being changed; see docs/reliability.md.
 PENDING = {
-    "pretrain-four-d-volume", "pretrain-volume-with-nan", "pretrain-five-channel-tiff",
-    "pretrain-negative-workers", "finetune-mask-with-foreign-label", "finetune-output-under-a-file",
-    "finetune-negative-workers", "fewshot-cache-volume-with-nan", "fewshot-cache-four-d-volume",
-    "fewshot-cache-zero-batch",
+    "finetune-mask-with-foreign-label", "finetune-output-under-a-file", "finetune-negative-workers",
+    "fewshot-cache-volume-with-nan", "fewshot-cache-four-d-volume", "fewshot-cache-zero-batch",
 }
 
 
