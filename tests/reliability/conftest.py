@@ -62,6 +62,12 @@ def _write_broken_files(bad: Path) -> None:
     (bad / "unknown_key.yaml").write_text("images: images\ncolour_space: rgb\n")
     with open(bad / "runs_code.pt", "wb") as handle:
         pickle.dump({"model": _RunsCode(bad / "CODE_RAN")}, handle)
+    for name in ("pred", "gt"):
+        (bad / "eval" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "eval" / name / "c1.png")
+    (bad / "eval" / "pred" / "c1.png").write_bytes(b"")  # a damaged prediction
+    (bad / "not_results").mkdir()
+    (bad / "not_results" / "per_case.csv").write_text("name,score\nx,0.5\n")
     collide = bad / "collide"
     collide.mkdir()
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(collide / "a.png")

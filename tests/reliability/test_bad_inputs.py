@@ -99,6 +99,13 @@ CASES = [
     Case("unpaired-mask-folders", "evaluate --pred anat2d/masks --gt fa/masks --out out", "do not match"),
     Case("evaluate-model-not-a-run", "evaluate --model fa --data fa --out out", "fa: not a fine-tuning run"),
     Case("compare-without-results", "compare fa anat2d --out out", "fa: no per_case.csv"),
+    Case("compare-table-without-columns", "compare bad/not_results bad/not_results --out out",
+         "not_results/per_case.csv: not a per-case table"),
+    Case("zero-byte-prediction", "evaluate --pred bad/eval/pred --gt bad/eval/gt --out out",
+         "bad/eval/pred/c1.png: file is empty (0 bytes)"),
+    Case("empty-class-names", "evaluate --pred bad/eval/gt --gt bad/eval/gt --out out --classes ,,",
+         "--classes ',,'"),
+    Case("case-ids-collide", "data init bad/collide", "two files map to case id 'a'"),
     # ---------------------------------------------------------------- pretrain
     Case("mask-ratio-above-one", f"pretrain --data fa --out run {TINY_MAE} --mask-ratio 1.5",
          "--mask-ratio must be strictly between 0 and 1, got 1.5"),
