@@ -59,11 +59,12 @@ def demo(
     started = time.perf_counter()
     torch.manual_seed(seed)
     data_dir = out / "data"
-    console.print(f"[bold]1/3[/] generating {n_images} FA phantom frames in {data_dir}")
-    generate_phantoms(data_dir, n=n_images, size=image_size, seed=seed, kind="fa")
-    console.print(f"[bold]2/3[/] building sam2-hiera-tiny at {image_size} px"
+    # The model first: bad --weights or --image-size then fail before anything is written.
+    console.print(f"[bold]1/3[/] building sam2-hiera-tiny at {image_size} px"
                   + (f" with weights {weights}" if weights else " (random weights: no download needed)"))
     model = load_model("sam2-hiera-tiny", weights=weights, image_size=image_size).eval()
+    console.print(f"[bold]2/3[/] generating {n_images} FA phantom frames in {data_dir}")
+    generate_phantoms(data_dir, n=n_images, size=image_size, seed=seed, kind="fa")
     console.print("[bold]3/3[/] segmenting each frame with a box around its largest lesion")
     rows = []
     with staged_dir(out / "predict") as stage:
