@@ -119,28 +119,19 @@ def segment(model, image: np.ndarray, prompt: Prompt, timer: StageTimer | None =
     return (full > 0).cpu().numpy()
 
 
-def run_predict(
-    model,
-    inputs: list[Path],
-    out_dir: Path,
-    prompt: Prompt,
-    progress: bool = True,
-) -> dict:
-    """Segment every image in `inputs` and write masks and overlays into `out_dir`.
-
-    Returns a summary: number of images, foreground fraction per image, seconds per stage.
-    """
+def _segment_folder(inputs: list[Path], out_dir: Path, label_image, progress: bool, extra_files=None,
+                    png_scale: int = 1) -> tuple:
+    """Shared loop of both predict forms: read each image, `label_image(image, timer) -> (H, W)
+    uint8 labels`, write `<stem>_mask.png` (labels × `png_scale`) and `<stem>_overlay.png` through a
+    staging folder (so a failure leaves nothing behind). Returns ({image name: labels' class pixel counts}, StageTimer)."""
     from PIL import Image
 
     from samadapt.data.io import read_image
     from samadapt.engine.atomic import staged_dir
     from samadapt.inference.overlay import overlay_labels
 
-    # Check every input first (decoding is cheap next to the encoder), so a bad file or prompt is
-    # reported before any work is done rather than after half the folder.
-    check_inputs(inputs, prompt)
     timer = StageTimer()
-    fractions: dict[str, float] = {}
+    counts: dict[str, np.ndarray] = {}
     iterator = inputs
     if progress and len(inputs) > 1:
         from tqdm import tqdm
@@ -151,13 +142,40 @@ def run_predict(
             start = time.perf_counter()
             image = read_image(path)
             timer.add("read", start)
-            mask = segment(model, image, prompt, timer)
+            labels = label_image(image, timer)
             start = time.perf_counter()
-            Image.fromarray(mask.astype(np.uint8) * 255).save(stage / f"{path.stem}_mask.png")
-            Image.fromarray(overlay_labels(image, mask.astype(np.uint8))).save(stage / f"{path.stem}_overlay.png")
+            Image.fromarray(labels * np.uint8(png_scale)).save(stage / f"{path.stem}_mask.png")
+            Image.fromarray(overlay_labels(image, labels)).save(stage / f"{path.stem}_overlay.png")
             timer.add("write", start)
-            fractions[path.name] = float(mask.mean())
-    return {"images": len(inputs), "foreground_fraction": fractions, "seconds": dict(timer.seconds)}
+            counts[path.name] = np.bincount(labels.ravel(), minlength=256) / labels.size
+        for name, text in (extra_files or {}).items():
+            (stage / name).write_text(text)
+    return counts, timer
+
+
+def run_predict(
+    model,
+    inputs: list[Path],
+    out_dir: Path,
+    prompt: Prompt,
+    progress: bool = True,
+) -> dict:
+    """Segment every image in `inputs` with a prompted (or prompt-free) foundation model and write
+    binary masks (0/255) and overlays into `out_dir`.
+
+    Returns a summary: number of images, foreground fraction per image, seconds per stage.
+    """
+    # Check every input first (decoding is cheap next to the encoder), so a bad file or prompt is
+    # reported before any work is done rather than after half the folder.
+    check_inputs(inputs, prompt)
+
+    def label_image(image, timer):
+        return segment(model, image, prompt, timer).astype(np.uint8)
+
+    # 255 marks foreground in the saved PNG, as binary-mask viewers expect
+    fractions, timer = _segment_folder(inputs, out_dir, label_image, progress, png_scale=255)
+    return {"images": len(inputs), "foreground_fraction": {k: float(v[1]) for k, v in fractions.items()},
+            "seconds": dict(timer.seconds)}
 
 
 def run_predict_classes(model, inputs: list[Path], out_dir: Path, progress: bool = True) -> dict:
@@ -169,34 +187,21 @@ def run_predict_classes(model, inputs: list[Path], out_dir: Path, progress: bool
     """
     import json
 
-    from PIL import Image
-
-    from samadapt.data.io import read_image
-    from samadapt.engine.atomic import staged_dir
     from samadapt.finetune.runs import segment_index
-    from samadapt.inference.overlay import overlay_labels
 
-    for path in inputs:  # unreadable files fail before any work, as in `run_predict`
-        read_image(path)
+    check_inputs(inputs)  # unreadable files fail before any work, as in `run_predict`
     names = list(model.class_names)
-    timer = StageTimer()
-    fractions: dict[str, dict[str, float]] = {}
-    iterator = inputs
-    if progress and len(inputs) > 1:
-        from tqdm import tqdm
 
-        iterator = tqdm(inputs, desc="predict", unit="img")
-    with staged_dir(out_dir) as stage:
-        for path in iterator:
-            start = time.perf_counter()
-            image = read_image(path)
-            start = timer.add("read", start)
-            labels = segment_index(model, image)
-            start = timer.add("segment", start)
-            Image.fromarray(labels).save(stage / f"{path.stem}_mask.png")
-            Image.fromarray(overlay_labels(image, labels)).save(stage / f"{path.stem}_overlay.png")
-            timer.add("write", start)
-            fractions[path.name] = {name: float((labels == k).mean()) for k, name in enumerate(names, start=1)}
-        classes = {"0": "background", **{str(k): name for k, name in enumerate(names, start=1)}}
-        (stage / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
-    return {"images": len(inputs), "foreground_fraction": fractions, "seconds": dict(timer.seconds)}
+    def label_image(image, timer):
+        start = time.perf_counter()
+        labels = segment_index(model, image)
+        timer.add("segment", start)
+        return labels
+
+    classes = {"0": "background", **{str(k): name for k, name in enumerate(names, start=1)}}
+    fractions, timer = _segment_folder(inputs, out_dir, label_image, progress,
+                                       {"classes.json": json.dumps(classes, indent=1) + "\n"})
+    return {"images": len(inputs),
+            "foreground_fraction": {image: {name: float(v[k]) for k, name in enumerate(names, start=1)}
+                                    for image, v in fractions.items()},
+            "seconds": dict(timer.seconds)}
