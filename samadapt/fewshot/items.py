@@ -9,9 +9,7 @@ what the fine-tuning commands would feed the encoder.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +24,7 @@ from samadapt.data.preprocess import (
     to_three_channels,
     to_unit_range,
 )
+from samadapt.engine.atomic import sha256_file as file_sha256  # noqa: F401  (cache keys hash image files)
 
 # Part of every cache key: bump it when the preprocessing below changes, so old caches are refused.
 PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5"
@@ -41,14 +40,6 @@ class Item:
     @property
     def item_id(self) -> str:
         return self.case.id if self.slice_index is None else f"{self.case.id}:z{self.slice_index:03d}"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def case_items(case: Case) -> list[Item]:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from samadapt.data.preprocess import Letterbox, valid_region
 from samadapt.errors import UserError
 from samadapt.fewshot.cache import FeatureCache, build_frozen_model
-from samadapt.fewshot.items import Item, case_items, file_sha256, item_masks, model_mask
+from samadapt.engine.atomic import sha256_file as file_sha256
+from samadapt.fewshot.items import Item, case_items, item_masks, model_mask
 from samadapt.fewshot.prototypes import compute_prototypes
 from samadapt.fewshot.segmenter import FewShotSegmenter
 
