@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from samadapt.data.preprocess import Letterbox, valid_region
+from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
 from samadapt.fewshot.cache import FeatureCache, build_frozen_model
-from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.fewshot.items import Item, case_items, item_masks, model_mask
 from samadapt.fewshot.prototypes import compute_prototypes
 from samadapt.fewshot.segmenter import FewShotSegmenter
