@@ -66,11 +66,12 @@ def weights_fingerprint(weights: str | Path | None) -> str:
     return digest.hexdigest()
 
 
-def build_frozen_model(name: str, weights: str | Path | None, image_size: int):
+def build_frozen_model(name: str, weights: str | Path | None, image_size: int, fast: bool = True):
     """The model whose encoder makes (or made) the cache, in eval mode with no gradients.
 
     Without weights the random initialisation is seeded, so the same model comes back in every
-    command (the global RNG state is left untouched).
+    command (the global RNG state is left untouched). `fast` routes `encode` through
+    `samadapt.models.fast` (SAM2 only; same features within 1e-4).
     """
     from samadapt.models.loading import load_model
 
@@ -79,6 +80,10 @@ def build_frozen_model(name: str, weights: str | Path | None, image_size: int):
         model = load_model(name, weights=weights, image_size=image_size)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    if fast:  # frozen and inference-only: the fast encoder gives the same features, sooner
+        from samadapt.models.fast import accelerate
+
+        accelerate(model, compile=False, announce=False)
     return model.eval()
 
 

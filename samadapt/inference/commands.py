@@ -20,6 +20,8 @@ def predict(
     box: tuple[float, float, float, float] | None = typer.Option(None, "--box", help="Box prompt x0 y0 x1 y1 in image pixels."),
     point: tuple[float, float] | None = typer.Option(None, "--point", help="Positive point prompt x y in image pixels."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
 ) -> None:
     """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
     import json
@@ -48,7 +50,9 @@ def predict(
         return
     prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
     check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
-    net = load_model(model, weights=weights, image_size=image_size).eval()
+    from samadapt.models.fast import accelerate
+
+    net = accelerate(load_model(model, weights=weights, image_size=image_size).eval(), fast=fast, compile=compile)
     summary = run_predict(net, inputs, out, prompt)
     seconds = summary["seconds"]
     total = sum(seconds.values())

@@ -1,0 +1,259 @@
+"""Fast SAM2 encoder against Meta's implementation, same weights, same inputs, one process.
+
+Per size: Meta's `forward_image` (the test-only `sam2` package, random weights), samadapt's plain
+`encode` and the fast path (weights loaded from Meta's state dict through `samadapt.models.loading`)
+are timed in interleaved rounds (A, B, C, A, B, C, ...) after warm-up, so a load change on the
+shared machine hits all of them alike. Reported: medians, the Meta/fast ratio (median of per-round
+ratios), GFLOP/s as a fraction of the fp32 matmul throughput measured in the same run, the largest
+relative error against Meta's decoder inputs, peak RSS, machine load, where the time goes
+(torch.profiler, grouped), the few-shot decoder's per-image time and the `predict` pipeline
+(read -> preprocess -> encode -> decode -> resize -> write) with and without the fast path.
+
+    python -m benchmarks.run fast_encoder            # 1024 and 512 px
+    python -m benchmarks.run fast_encoder --quick    # 512 px, fewer rounds
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import matmul_gflops, peak_rss_mb, print_table, write_result
+
+CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+MODEL = "sam2.1-hiera-tiny"
+GROUPS = {  # profiler op name fragments -> what they are
+    "matmul": ("addmm", "aten::mm", "linear_pointwise", "aten::bmm", "mkl_linear"),
+    "attention": ("scaled_dot_product", "_softmax"),
+    "copies/layout": ("copy_", "contiguous", "aten::cat", "constant_pad", "fill_", "clone"),
+    "gelu": ("gelu",),
+    "layer norm": ("layer_norm",),
+    "add/mul": ("aten::add", "aten::mul"),
+    "pooling": ("max_pool", "amax"),
+    "convolution": ("convolution",),
+}
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> None:
+    """Seeded noise in every parameter and float buffer (zero-initialised ones too)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+
+
+def _meta_features(meta, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """Meta's decoder inputs [(B,256,S/16,S/16) + no_mem_embed, (B,32,S/4,S/4), (B,64,S/8,S/8)]."""
+    out = meta.forward_image(pixels)
+    _, feats, _, sizes = meta._prepare_backbone_features(out)
+    feats[-1] = feats[-1] + meta.no_mem_embed
+    b = pixels.shape[0]
+    s4, s8, s16 = (f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(feats, sizes))
+    return [s16, s4, s8]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _attention_flops(fn) -> float:
+    """FLOPs of scaled-dot-product attention during fn() (torch's flop counter skips the CPU kernel)."""
+    total = 0.0
+
+    class Count(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            nonlocal total
+            if func is torch.nn.functional.scaled_dot_product_attention:
+                q, k = args[0], args[1]
+                total += 4.0 * q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] * q.shape[-1]
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return total
+
+
+def _profile(fn) -> dict:
+    """Self CPU seconds of one call, grouped (see GROUPS), plus the share of each group."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key
+        group = next((g for g, keys in GROUPS.items() if any(k in name for k in keys)), "other")
+        groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e6
+    total = sum(groups.values()) or 1.0
+    return {g: {"s": round(s, 4), "share": round(s / total, 3)} for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
+def measure_size(size: int, rounds: int) -> dict:
+    from sam2.build_sam import build_sam2
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from samadapt.models.fast import accelerate
+    from samadapt.models.loading import load_model
+
+    meta = build_sam2(CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={size}"])
+    _randomise(meta)
+    meta.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "meta.pt"
+        torch.save({"model": meta.state_dict()}, path)
+        plain = load_model(MODEL, weights=path, image_size=size).eval()
+        fast = accelerate(load_model(MODEL, weights=path, image_size=size).eval(), compile=False)
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    runs = {
+        "meta": lambda: _meta_features(meta, pixels),
+        "plain": lambda: plain.encode(pixels),
+        "fast": lambda: fast.encode(pixels),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    load_before = os.getloadavg()
+    with torch.inference_mode():
+        reference = runs["meta"]()
+        outputs = {"plain": runs["plain"](), "fast": runs["fast"]()}  # also the warm-up
+        errors = {
+            name: max(_rel(a, b) for a, b in zip((f.embedding, *f.high_res), reference)) for name, f in outputs.items()
+        }
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            plain.encode(pixels)
+        counted = counter.get_total_flops()
+        attention = _attention_flops(lambda: plain.encode(pixels))
+        profiles = {"plain": _profile(runs["plain"]), "fast": _profile(runs["fast"])}
+    load_after = os.getloadavg()
+    median = {k: statistics.median(v) for k, v in times.items()}
+    per_round = [m / f for m, f in zip(times["meta"], times["fast"])]
+    return {
+        "size": size,
+        "rounds": rounds,
+        "seconds": median,
+        "seconds_all": times,
+        "meta_over_fast": statistics.median(per_round),
+        "meta_over_fast_per_round": per_round,
+        "plain_over_fast": statistics.median(p / f for p, f in zip(times["plain"], times["fast"])),
+        "gflop_counted": counted / 1e9,  # torch.utils.flop_counter: matmuls + convolutions
+        "gflop_attention": attention / 1e9,  # not seen by the flop counter on CPU
+        "max_rel_error_vs_meta": errors,
+        "profile": profiles,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def decoder_and_predict(size: int, rounds: int) -> dict:
+    """Few-shot decoder per image (3 class queries, cached-feature input) and the predict pipeline."""
+    import numpy as np
+    from PIL import Image
+
+    from samadapt.fewshot.prototypes import PrototypePrompter
+    from samadapt.fewshot.segmenter import FewShotSegmenter
+    from samadapt.inference.predict import Prompt, run_predict
+    from samadapt.models.fast import accelerate
+    from samadapt.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(MODEL, size).eval()
+    pixels = torch.randn(1, 3, size, size)
+    result: dict = {"size": size}
+    with torch.inference_mode():
+        features = model.encode(pixels)
+        segmenter = FewShotSegmenter(model, PrototypePrompter(model.feature_dim)).eval()
+        classes = 3
+        prototypes = _random_prototypes(classes, model.feature_dim)
+        segmenter(features, prototypes)
+        times = []
+        for _ in range(max(rounds, 5)):
+            start = time.perf_counter()
+            segmenter(features, prototypes)
+            times.append(time.perf_counter() - start)
+    result["fewshot_decoder_s_per_image"] = statistics.median(times)
+    result["fewshot_classes"] = classes
+    with tempfile.TemporaryDirectory() as tmp:
+        image = (np.random.default_rng(0).random((size, size)) * 255).astype(np.uint8)
+        path = Path(tmp) / "image.png"
+        Image.fromarray(image).save(path)
+        stages = {}
+        for label in ("plain", "fast"):
+            net = accelerate(build_model(MODEL, size).eval(), compile=False) if label == "fast" else model
+            run_predict(net, [path], Path(tmp) / "warm", Prompt(), progress=False)
+            runs = [run_predict(net, [path], Path(tmp) / f"o{i}", Prompt(), progress=False)["seconds"] for i in range(rounds)]
+            stages[label] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            stages[label]["total"] = statistics.median(sum(r.values()) for r in runs)
+    result["predict_seconds"] = stages
+    return result
+
+
+def _random_prototypes(classes: int, dim: int, per_class: int = 4):
+    """Prototype tokens as a trained run holds them: (C, P, D) foreground, (P, D) background."""
+    from samadapt.fewshot.prototypes import SupportPrototypes
+
+    generator = torch.Generator().manual_seed(2)
+    return SupportPrototypes(torch.randn(classes, per_class, dim, generator=generator),
+                             torch.randn(per_class, dim, generator=generator))
+
+
+def run(quick: bool = False) -> dict:
+    sizes = [512] if quick else [1024, 512]
+    rounds = 3 if quick else 5
+    matmul_before = matmul_gflops()
+    rows = [measure_size(size, rounds) for size in sizes]
+    extra = [decoder_and_predict(size, rounds) for size in sizes]
+    matmul_after = matmul_gflops()
+    matmul = max(matmul_before, matmul_after)
+    table = []
+    for row in rows:
+        total = row["gflop_counted"] + row["gflop_attention"]
+        for name in ("meta", "plain", "fast"):
+            row[f"{name}_fraction_of_matmul"] = row["gflop_counted"] / row["seconds"][name] / matmul
+            row[f"{name}_fraction_of_matmul_incl_attention"] = total / row["seconds"][name] / matmul
+        table.append({
+            "size": row["size"], "meta_s": row["seconds"]["meta"], "plain_s": row["seconds"]["plain"],
+            "fast_s": row["seconds"]["fast"], "meta/fast": row["meta_over_fast"],
+            "fast_matmul_frac": row["fast_fraction_of_matmul"],
+            "incl_attn": row["fast_fraction_of_matmul_incl_attention"],
+            "max_rel_err": row["max_rel_error_vs_meta"]["fast"], "peak_rss_mb": row["peak_rss_mb"],
+            "load": row["loadavg_after"][0],
+        })
+    print_table(f"{MODEL} encoder: Meta vs samadapt fast path (fp32 matmul {matmul:.0f} GFLOP/s, "
+                f"before {matmul_before:.0f} / after {matmul_after:.0f})", table)
+    for row in rows:
+        print(f"profile {row['size']} px (share of self CPU time):")
+        for name in ("plain", "fast"):
+            print(f"  {name:5s} " + ", ".join(f"{g} {v['share']:.0%}" for g, v in row["profile"][name].items()))
+    for item in extra:
+        print(f"{item['size']} px: few-shot decoder {item['fewshot_decoder_s_per_image'] * 1000:.0f} ms/image "
+              f"({item['fewshot_classes']} classes); predict per image " + ", ".join(
+                  f"{k} {v['total']:.2f}s (encode {v['encode']:.2f}s)" for k, v in item["predict_seconds"].items()))
+    first = next((r for r in rows if r["size"] == 1024), rows[0])
+    targets = {
+        f"meta/fast>=2.0@{first['size']}": first["meta_over_fast"] >= 2.0,
+        "fast>=80%_of_matmul": first["fast_fraction_of_matmul"] >= 0.8,
+        "rel_error<=1e-4": all(r["max_rel_error_vs_meta"]["fast"] <= 1e-4 for r in rows),
+    }
+    result = {"model": MODEL, "matmul_gflops": matmul, "matmul_gflops_before": matmul_before,
+              "matmul_gflops_after": matmul_after, "rows": rows, "decoder_and_predict": extra,
+              "targets_met": targets}
+    path = write_result("fast_encoder", result)
+    print(f"targets: {targets}\nwrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    run("--quick" in sys.argv)
