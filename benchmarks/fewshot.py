@@ -9,7 +9,6 @@ forward time over the same images (hashing, preprocessing, fp16 conversion, writ
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.common import matmul_gflops, median_seconds, write_result

@@ -217,5 +217,5 @@ def description_yaml(spec: DatasetSpec, relative_to: Path | None = None) -> str:
     """YAML text of a description; folders relative to `relative_to` (absolute when None)."""
     import yaml
 
-    header = f"# dataset description proposed by `samadapt data init`; review the classes and their order\n"
+    header = "# dataset description proposed by `samadapt data init`; review the classes and their order\n"
     return header + yaml.safe_dump(spec.to_dict(relative_to), sort_keys=False, allow_unicode=True)

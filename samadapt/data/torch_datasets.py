@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from samadapt.data.dataset import Case, Dataset
