@@ -1,28 +1,141 @@
-"""`samadapt demo` runs end to end on generated phantoms and writes real numbers."""
+"""`samadapt demo`: the quick run goes through every stage and writes a self-contained report with
+real numbers; bad input fails in one line and leaves no output behind."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
 
-import numpy as np
+import pytest
 from PIL import Image
 
 from samadapt.cli import main
 
-
-def test_demo_writes_masks_overlays_and_scores(tmp_path):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "2", "--image-size", "128"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 2 and len(summary["cases"]) == 2
-    for case in summary["cases"]:
-        assert 0.0 <= case["dice"] <= 1.0 and 0.0 <= case["iou"] <= 1.0
-        image = Image.open(out / "data" / "images" / f"{case['case']}.png")
-        mask = np.asarray(Image.open(out / "predict" / f"{case['case']}_mask.png"))
-        assert mask.shape == (image.height, image.width)
-        assert (out / "predict" / f"{case['case']}_overlay.png").is_file()
+NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
-def test_demo_rejects_bad_count(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--n", "0"]) == 2
-    assert "--n 0" in capsys.readouterr().err
+class ReportParser(HTMLParser):
+    """Collects <img> sources, the text of every <td> with its class, and external references."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self.external = [], [], []
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("link", "script") or (tag == "a" and str(attrs.get("href", "")).startswith("http")):
+            self.external.append((tag, attrs))
+        if tag == "td":
+            self._cell = [attrs.get("class", ""), ""]
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.cells.append((self._cell[0], self._cell[1].strip()))
+            self._cell = None
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "runs" / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_every_stage(quick_demo):
+    out = quick_demo
+    results = json.loads((out / "results.json").read_text())
+    assert [s["name"] for s in results["stages"]] == [
+        "data", "MAE pre-training", "fine-tuning", "evaluation", "paired comparison", "few-shot", "report"]
+    assert all(s["wall_seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in results["stages"])
+    assert (out / "pretrain" / "encoder" / "samadapt.json").is_file()
+    assert list((out / "pretrain" / "recon").glob("epoch-*.png"))
+    for label in ("random-init", "mae-init"):
+        run = out / "finetune" / label
+        assert (run / "model" / "samadapt.json").is_file() and (run / "epoch.csv").is_file()
+        assert (run / "eval" / "per_case.csv").is_file()
+        dice = results["evaluation"][label]["summary"]["mean_over_classes"]["dice"]["mean"]
+        assert 0.0 <= dice <= 1.0
+    assert json.loads((out / "compare" / "compare.json").read_text())["n_common_cases"] >= 1
+    assert results["finetune"]["mae-init"]["init"].startswith("mae:")
+    sweeps = json.loads((out / "fewshot" / "sweep.json").read_text())
+    assert [s["dims"] for s in sweeps] == ["2d", "3d"]
+    assert [r["shots"] for r in sweeps[0]["rows"]] == [1, 2]
+    csv_lines = (out / "fewshot" / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("sweep,dims,shots") and len(csv_lines) > 3
+
+
+@pytest.mark.slow
+def test_quick_demo_report_is_self_contained_with_numbers(quick_demo):
+    text = (quick_demo / "report.html").read_text(encoding="utf-8")
+    parser = ReportParser()
+    parser.feed(text)
+    assert not parser.external, "report must not load anything from outside"
+    assert "nan" not in {c[1].lower() for c in parser.cells} and "None" not in text
+    numeric = [value for css, value in parser.cells if css == "num"]
+    assert len(numeric) >= 40
+    bad = [value for value in numeric if not NUMBER.match(value)]
+    assert not bad, f"metric cells that are not numbers: {bad[:5]}"
+    # every <td> of the metric tables is a number or an explicit n/a, never a placeholder
+    assert not [v for css, v in parser.cells if css == "na" and v not in ("n/a", "")]
+    # every picture is embedded and decodes as a PNG
+    assert len(parser.images) >= 8
+    for source in parser.images:
+        assert source.startswith("data:image/png;base64,"), source[:60]
+        picture = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        assert picture.format == "PNG" and picture.width > 10 and picture.height > 10
+    for heading in ("Summary", "pre-training", "Fine-tuning", "held-out", "Paired comparison", "Few-shot", "Run time"):
+        assert heading in text
+
+
+def test_demo_missing_data_fails_in_one_line_without_output(tmp_path, capsys):
+    out = tmp_path / "runs" / "demo"
+    assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samadapt: error:") and "nowhere" in err[0]
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_demo_refuses_unlabeled_data_and_foreign_output(tmp_path, capsys):
+    from samadapt.data.phantoms import generate_phantoms
+
+    images = tmp_path / "images_only"
+    images.mkdir()
+    generate_phantoms(tmp_path / "ph", n=2, size=64, seed=0)
+    shutil.copy(tmp_path / "ph" / "images" / "P0001-1.png", images / "a.png")
+    assert main(["demo", "--data", str(images), "--out", str(tmp_path / "o1")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "o1").exists()
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(foreign)]) == 2
+    assert "not written by `samadapt demo`" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_report_screenshot_renders(quick_demo, tmp_path):
+    """Render the report in headless Chromium (skipped without it); the page must not be blank."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium not installed")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
+    shot = tmp_path / "report.png"
+    subprocess.run([str(script), str(quick_demo / "report.html"), str(shot), "3000"], check=True, timeout=120)
+    picture = Image.open(shot).convert("L")
+    assert picture.size == (1200, 3000)
+    assert len(set(picture.resize((60, 150)).getdata())) > 20  # text and figures, not an empty page

@@ -1,0 +1,62 @@
+"""How big each stage of `samadapt demo` is: the full run and the `--quick` smoke run.
+
+The full budget is sized for a 2-core CPU with no GPU: every stage together should finish within
+about 15 minutes when the machine is not shared. Phantom lesions are small (2-3 % of the image
+width), and SAM2's mask decoder predicts at a quarter of the input size, so fine-tuning needs at
+least 256 px for a lesion to cover several output cells; smaller inputs blur lesions away.
+The whole model trains (`all`) at a high learning rate: with a random encoder, training only the
+prompts and the decoder left validation Dice at 0 after 8 epochs (the random features do not
+single out the lesions), while training everything at lr 1e-3 reached 0.13 after one epoch.
+The quick budget only checks that every stage runs and writes its files; its scores mean nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    # generated data (phantom mode only)
+    fa_frames: int  # labelled FA frames (two per eye)
+    fa_unlabeled: int  # unlabeled FA frames for MAE pre-training
+    anatomy_images: int  # 2D anatomy phantoms for the few-shot sweep
+    anatomy_volumes: int  # 3D anatomy volumes (one gives the shots, the others are scored)
+    # MAE pre-training
+    pretrain_size: int
+    pretrain_epochs: int
+    pretrain_batch: int
+    pretrain_lr: float
+    # fine-tuning (both starting points get the same budget)
+    finetune_size: int
+    finetune_epochs: int
+    finetune_batch: int
+    finetune_lr: float
+    finetune_train: str
+    # few-shot
+    fewshot_size: int
+    fewshot_volume_size: int
+    fewshot_epochs: int
+    fewshot_shots: tuple[int, ...] = field(default=(1, 3, 5))
+    fewshot_volume_shots: int = 3
+    anatomy_depth: int = 24  # slices per 3D anatomy volume
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FULL = Budget(
+    name="full", fa_frames=48, fa_unlabeled=64, anatomy_images=16, anatomy_volumes=3,
+    pretrain_size=256, pretrain_epochs=8, pretrain_batch=8, pretrain_lr=1.5e-4,
+    finetune_size=256, finetune_epochs=12, finetune_batch=4, finetune_lr=1e-3, finetune_train="all",
+    fewshot_size=128, fewshot_volume_size=64, fewshot_epochs=60, fewshot_shots=(1, 3, 5), fewshot_volume_shots=3, anatomy_depth=24,
+)
+
+QUICK = Budget(
+    name="quick", fa_frames=8, fa_unlabeled=8, anatomy_images=5, anatomy_volumes=2,
+    pretrain_size=64, pretrain_epochs=1, pretrain_batch=4, pretrain_lr=1.5e-4,
+    finetune_size=64, finetune_epochs=1, finetune_batch=2, finetune_lr=1e-3, finetune_train="decoder",
+    fewshot_size=64, fewshot_volume_size=64, fewshot_epochs=2, fewshot_shots=(1, 2), fewshot_volume_shots=1,
+    anatomy_depth=8,
+)

@@ -1,0 +1,1 @@
+"""Reports of samadapt runs (HTML, figures)."""
