@@ -25,8 +25,15 @@ from pathlib import Path
 
 import torch
 
+from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
-from samadapt.fewshot.items import PREPROCESS_VERSION, Item, case_items, file_sha256, model_input, unit_images
+from samadapt.fewshot.items import (
+    PREPROCESS_VERSION,
+    Item,
+    case_items,
+    model_input,
+    unit_images,
+)
 
 CACHE_FORMAT = "samadapt-fewshot-cache"
 CACHE_VERSION = 1

@@ -24,7 +24,6 @@ from samadapt.data.preprocess import (
     to_three_channels,
     to_unit_range,
 )
-from samadapt.engine.atomic import sha256_file as file_sha256  # noqa: F401  (cache keys hash image files)
 
 # Part of every cache key: bump it when the preprocessing below changes, so old caches are refused.
 PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5"

@@ -116,7 +116,13 @@ def collect_inputs(path: str | Path) -> tuple[list[Path], bool]:
 def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = 4,
                  largest_component: bool = False) -> dict:
     """Write `<stem>.png` (2D) or `<stem>.nii.gz` (3D) label files into `out_dir`; returns counts and timing."""
-    from samadapt.data.io import file_stem, read_image, read_volume, write_label_volume, write_mask_png
+    from samadapt.data.io import (
+        file_stem,
+        read_image,
+        read_volume,
+        write_label_volume,
+        write_mask_png,
+    )
     from samadapt.engine.atomic import ensure_writable_dir
     from samadapt.fewshot.items import unit_images_from_array
 
