@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/samadapt demo
 
 test: $(TEST_STAMP)
+	$(PY) -m ruff check samadapt tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)

@@ -136,7 +136,7 @@ CASES = [
     Case("finetune-unknown-train-mode", f"finetune {FA} --out run --train everything", "--train must be one of"),
     Case("finetune-layer-decay-above-one", f"finetune {FA} --out run --layer-decay 2", "layer_decay must be in (0, 1]"),
     Case("finetune-init-runs-code", f"finetune {FA} --out run --init sam2:bad/runs_code.pt", "refusing to load"),
-    Case("finetune-mask-with-foreign-label", f"finetune --data fa_foreign --split fa/splits.json --out run "
+    Case("finetune-mask-with-foreign-label", "finetune --data fa_foreign --split fa/splits.json --out run "
          "--image-size 64 --epochs 1", "label values outside the class list: 7"),
     Case("finetune-output-under-a-file", f"finetune {FA} --out bad/a_file/run --image-size 64", "bad/a_file"),
     Case("finetune-negative-workers", f"finetune {FA} --out run --image-size 64 --workers -1", "--workers -1"),
