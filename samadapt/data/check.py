@@ -127,6 +127,16 @@ def _check_case(case: Case, report: CheckReport, expect_mask: bool) -> None:
         add(Finding("warning", case.mask, "mask is empty (no foreground)"))
 
 
+def require_readable(cases: list[Case], masks: bool = True) -> None:
+    """Decode every case's image (and, with `masks`, its mask, strictly) once; raise the first
+    problem as a `UserError` naming its file. Commands call this before any model work, so a
+    broken file found in the middle of training cannot leave a half-made run behind."""
+    for case in cases:
+        case.load_image()
+        if masks and case.labeled:
+            case.load_mask()
+
+
 def check_dataset(dataset: Dataset, progress=None) -> CheckReport:
     """Inspect every case; `progress(i, n)` is called after each case when given."""
     report = CheckReport(dataset.name, cases=len(dataset.cases), patients=len(dataset.patients()))
