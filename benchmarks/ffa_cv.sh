@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# FFA benchmark: MAE-SAM2 vs SAM2 (random init) vs U-Net, patient-level k-fold cross-validation.
+#
+# Every model gets the same split, loss, augmentation, image size and epoch budget; the model kept
+# is the one at the end of the budget (--keep last), so each held-out fold is scored but never used
+# for selection. Each case is predicted once, by the model of the fold that did not train on it.
+#
+#   bash benchmarks/ffa_cv.sh                       # defaults below
+#   EPOCHS=30 SIZE=512 bash benchmarks/ffa_cv.sh    # a bigger budget
+#   TRAIN=decoder SAM_LR=1e-3 bash benchmarks/ffa_cv.sh   # frozen encoders: compares the features only
+#
+# Needs ../shared/data/ffa (labelled and unlabeled) and a `samadapt` on PATH.
+set -euo pipefail
+DATA_ROOT=${DATA_ROOT:-../shared/data/ffa}
+OUT=${OUT:-runs/ffa_cv}
+SIZE=${SIZE:-256}
+EPOCHS=${EPOCHS:-20}
+FOLDS=${FOLDS:-3}
+BATCH=${BATCH:-2}
+LOSS=${LOSS:-0.9*dice+0.1*bce}
+MAE_RUN=${MAE_RUN:-$OUT/mae}
+MAE_EPOCHS=${MAE_EPOCHS:-40}
+THREADS=${THREADS:-2}
+TRAIN=${TRAIN:-all}        # what trains in the SAM2 models: all, encoder-decoder or decoder
+SAM_LR=${SAM_LR:-1e-4}
+mkdir -p "$OUT"
+
+samadapt data init "$DATA_ROOT/labeled" --out "$OUT/dataset.yaml"
+samadapt data split "$OUT/dataset.yaml" --folds "$FOLDS" --seed 0 --test-fraction 0 --out "$OUT/splits.json"
+
+# MAE pre-training of the encoder on the unlabeled frames only (the labelled frames stay unseen).
+if [ ! -d "$MAE_RUN/encoder" ]; then
+  samadapt pretrain --data "$DATA_ROOT/unlabeled" --model sam2-hiera-tiny --image-size "$SIZE" --init random \
+    --mask-ratio 0.75 --path sparse --epochs "$MAE_EPOCHS" --warmup-epochs 4 --batch-size 8 --seed 0 \
+    --recon-every 10 --threads "$THREADS" --out "$MAE_RUN"
+fi
+
+train() {  # name fold extra-args...
+  local name=$1 fold=$2; shift 2
+  local run="$OUT/$name/fold$fold"
+  if [ ! -f "$run/summary.json" ]; then
+    samadapt finetune --data "$OUT/dataset.yaml" --split "$OUT/splits.json" --fold "$fold" --image-size "$SIZE" \
+      --loss "$LOSS" --epochs "$EPOCHS" --batch-size "$BATCH" --keep last --seed 0 --threads "$THREADS" \
+      --out "$run" "$@"
+  fi
+  if [ ! -f "$run/eval/per_case.csv" ]; then
+    samadapt evaluate --model "$run" --data "$OUT/dataset.yaml" --split val --fold "$fold" --out "$run/eval"
+  fi
+}
+
+for fold in $(seq 0 $((FOLDS - 1))); do
+  train unet "$fold" --model unet --train all --lr 1e-3
+  train sam2_random "$fold" --model sam2-hiera-tiny --init random --train "$TRAIN" --lr "$SAM_LR"
+  train mae_sam2 "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train "$TRAIN" --lr "$SAM_LR"
+done
+
+# Pool the folds: one per-case table per model (every case appears once), then paired comparisons.
+for name in unet sam2_random mae_sam2; do
+  mkdir -p "$OUT/pooled/$name"
+  python - "$OUT/$name" "$OUT/pooled/$name" <<'PY'
+import csv, sys
+from pathlib import Path
+root, pooled = Path(sys.argv[1]), Path(sys.argv[2])
+rows = [row for f in sorted(root.glob("fold*/eval/per_case.csv")) for row in csv.DictReader(f.open())]
+with (pooled / "per_case.csv").open("w", newline="") as handle:
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+print(f"{root.name}: {len(rows)} rows pooled")
+PY
+done
+samadapt compare "$OUT/pooled/sam2_random" "$OUT/pooled/mae_sam2" "$OUT/pooled/unet" --out "$OUT/compare"
+cat "$OUT/compare/compare.md"
