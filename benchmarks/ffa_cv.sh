@@ -23,13 +23,14 @@ MAE_EPOCHS=${MAE_EPOCHS:-40}
 THREADS=${THREADS:-2}
 TRAIN=${TRAIN:-all}        # what trains in the SAM2 models: all, encoder-decoder or decoder
 SAM_LR=${SAM_LR:-1e-4}
+MODELS=${MODELS:-unet sam2_random mae_sam2}   # a subset trains only those (runs already done are kept)
 mkdir -p "$OUT"
 
 samadapt data init "$DATA_ROOT/labeled" --out "$OUT/dataset.yaml"
 samadapt data split "$OUT/dataset.yaml" --folds "$FOLDS" --seed 0 --test-fraction 0 --out "$OUT/splits.json"
 
 # MAE pre-training of the encoder on the unlabeled frames only (the labelled frames stay unseen).
-if [ ! -d "$MAE_RUN/encoder" ]; then
+if [[ " $MODELS " == *" mae_sam2 "* && ! -d "$MAE_RUN/encoder" ]]; then
   samadapt pretrain --data "$DATA_ROOT/unlabeled" --model sam2-hiera-tiny --image-size "$SIZE" --init random \
     --mask-ratio 0.75 --path sparse --epochs "$MAE_EPOCHS" --warmup-epochs 4 --batch-size 8 --seed 0 \
     --recon-every 10 --threads "$THREADS" --out "$MAE_RUN"
@@ -37,6 +38,7 @@ fi
 
 train() {  # name fold extra-args...
   local name=$1 fold=$2; shift 2
+  [[ " $MODELS " == *" $name "* ]] || return 0
   local run="$OUT/$name/fold$fold"
   if [ ! -f "$run/summary.json" ]; then
     samadapt finetune --data "$OUT/dataset.yaml" --split "$OUT/splits.json" --fold "$fold" --image-size "$SIZE" \
@@ -55,6 +57,7 @@ for fold in $(seq 0 $((FOLDS - 1))); do
 done
 
 # Pool the folds: one per-case table per model (every case appears once), then paired comparisons.
+[[ "$MODELS" == "unet sam2_random mae_sam2" ]] || exit 0
 for name in unet sam2_random mae_sam2; do
   mkdir -p "$OUT/pooled/$name"
   python - "$OUT/$name" "$OUT/pooled/$name" <<'PY'
