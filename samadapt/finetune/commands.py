@@ -58,13 +58,20 @@ def finetune(
     workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
     """Fine-tune a model for prompt-free multi-class segmentation; saves the best model by validation Dice."""
+    import os
+
     import torch
 
+    from samadapt.cli import relaunch_on_devices
     from samadapt.finetune.training import FinetuneConfig
     from samadapt.finetune.training import finetune as run_finetune
 
+    if (code := relaunch_on_devices(devices)) is not None:
+        raise typer.Exit(code)
+    _optional_positive("--threads", threads)
     if threads:
         torch.set_num_threads(threads)
     _optional_positive("--patience", patience)
@@ -79,6 +86,8 @@ def finetune(
         keep=keep, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return
     best = result["best"]["value"]
     print(f"{result['status']}: {result['epochs_completed']} epochs, best val Dice "
           f"{best:.4f} at step {result['best']['step']} ({result['seconds_per_epoch']:.1f} s/epoch) -> {out / 'model'}"

@@ -181,8 +181,10 @@ def plot_curves(run_dir: Path) -> Path | None:
 def finetune(config: FinetuneConfig) -> dict:
     """Train as `config` says; returns the summary also written to RUN_DIR/summary.json."""
     from samadapt.data.augment import build_augmentation
+    from samadapt.data.check import require_readable
     from samadapt.data.torch_datasets import SegmentationDataset
     from samadapt.engine import checkpoint as engine_ckpt
+    from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
@@ -197,11 +199,14 @@ def finetune(config: FinetuneConfig) -> dict:
             raise UserError(f"{name} {value}: must be > 0")
     if config.repeat < 1:
         raise UserError(f"--repeat {config.repeat}: must be at least 1")
-    out = Path(config.out)
+    if config.num_workers < 0:
+        raise UserError(f"--workers {config.num_workers}: must be >= 0")
+    out = check_output_dir(config.out)
     if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise UserError("run folder already holds checkpoints: add --resume or choose a new --out", out)
     loss_fn = parse_loss(config.loss)
     dataset, splits, train_cases, val_cases = prepare_data(config)
+    require_readable(train_cases + val_cases)  # a broken image or foreign label fails before any model work
     classes = dataset.class_names
     model, provenance = build_model(config, classes)
     counts = model.configure_trainable(config.train, config.freeze_stages)
@@ -228,13 +233,16 @@ def finetune(config: FinetuneConfig) -> dict:
         monitor=VAL_METRIC, monitor_mode="max", patience=config.patience, grad_clip=config.grad_clip,
         resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
         drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot()],
+        # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
+        ddp_kwargs={"find_unused_parameters": True},
     )
     if augment is not None:
         augment.epoch_source = lambda: trainer.epoch
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
-                                               "train_cases": [c.id for c in train_cases],
-                                               "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
+    if trainer.is_main:  # under torchrun only rank 0 writes the run folder
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
+                                                   "train_cases": [c.id for c in train_cases],
+                                                   "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
     started = time.perf_counter()
     summary = trainer.fit(config.epochs)
     seconds = time.perf_counter() - started
@@ -247,12 +255,13 @@ def finetune(config: FinetuneConfig) -> dict:
             "data": str(Path(config.data).resolve()),
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"]}
-    save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
-                                             "split": str(config.split), "fold": config.fold})
     result = {**summary, "classes": classes, "parameters": counts, "seconds_this_session": seconds,
               "seconds_per_epoch": seconds / max(1, summary["epochs_completed"] - _resumed_epochs(summary)),
               "model_dir": str(out / "model")}
-    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if trainer.is_main:
+        save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
+                                                 "split": str(config.split), "fold": config.fold})
+        (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 

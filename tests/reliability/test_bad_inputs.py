@@ -168,7 +168,6 @@ CASES = [
 
 # Cases that need a fix in a command still being changed; see docs/reliability.md.
 PENDING = {
-    "finetune-mask-with-foreign-label", "finetune-output-under-a-file", "finetune-negative-workers",
     "fewshot-cache-volume-with-nan", "fewshot-cache-four-d-volume", "fewshot-cache-zero-batch",
 }
 

@@ -17,8 +17,7 @@ def test_devices_flag_is_removed_before_relaunching():
 
 @pytest.mark.parametrize("command", [
     ["pretrain", "--data", "nowhere", "--out", "run"],
-    pytest.param(["finetune", "--data", "nowhere", "--split", "s.json", "--out", "run"],
-                 marks=pytest.mark.xfail(strict=True, reason="flag pending")),
+    ["finetune", "--data", "nowhere", "--split", "s.json", "--out", "run"],
     pytest.param(["fewshot", "train", "--support", "nowhere", "--cache", "c", "--out", "run"],
                  marks=pytest.mark.xfail(strict=True, reason="flag pending")),
 ], ids=["pretrain", "finetune", "fewshot-train"])
