@@ -37,10 +37,17 @@ def cache(
     batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
 ) -> None:
     """Encode every image/slice once with the frozen encoder and store the decoder's inputs (fp16)."""
+    from samadapt.data.check import require_readable
     from samadapt.data.dataset import load_dataset
+    from samadapt.engine.atomic import check_output_dir
+    from samadapt.errors import UserError
     from samadapt.fewshot.cache import build_cache
 
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    check_output_dir(out)
     dataset = load_dataset(data)
+    require_readable(dataset.cases, masks=False)  # a broken file fails before the cache folder is touched
     report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size)
     rate = report.encoded / report.seconds_total if report.encoded and report.seconds_total else 0.0
     print(f"{report.items} items in {out}: {report.encoded} encoded, {report.reused} reused, "
@@ -66,17 +73,24 @@ def train(
     model: str | None = typer.Option(None, "--model", "-m", help="Check the cache was built with this model."),
     image_size: int | None = typer.Option(None, "--image-size", help="Check the cache was built at this size."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
     """Train the mask decoder + prototype projection on cached features (the encoder never runs)."""
     import json
+    import os
 
+    from samadapt.cli import relaunch_on_devices
     from samadapt.fewshot.train import FewShotConfig, train_fewshot
 
+    if (code := relaunch_on_devices(devices)) is not None:
+        raise typer.Exit(code)
     dataset, cases = _cases(support, splits, "train", fold)
     config = FewShotConfig(shots=shots, epochs=epochs, lr=lr, seed=seed, loss=loss, batch_size=batch_size,
                            prototypes_per_class=prototypes_per_class, background_prototypes=background_prototypes)
     summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
                             image_size=image_size, dataset_name=dataset.name, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return
     print(f"trained {summary['global_step']} steps in {summary['seconds']:.1f} s on shots "
           f"{', '.join(summary['support']['items'])}; run saved to {out}")
     print(json.dumps({"last_train": summary["last_train"]}))

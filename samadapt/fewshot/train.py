@@ -171,7 +171,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
                   dataset_name: str = "", progress: bool = True, resume: bool = False) -> dict:
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary."""
-    from samadapt.engine.atomic import atomic_write_text
+    from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.models.checkpoint import save_checkpoint
@@ -180,6 +180,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         raise UserError(f"epochs, batch size and lr must be positive (got {config.epochs}, {config.batch_size}, {config.lr})")
     if config.prototypes_per_class < 1 or config.background_prototypes < 1:
         raise UserError("prototypes per class and background prototypes must be at least 1")
+    check_output_dir(run_dir)
     cache = FeatureCache(cache_dir)
     cache.check_model(model_name, image_size)
     items, pool_size = select_shots(support_cases, classes, config.shots, config.seed)
@@ -198,13 +199,16 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         batch_size=min(config.batch_size, len(items)), seed=config.seed, meta=meta, progress=progress,
         scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
         checkpoint_every_steps=None, keep_last=1, resume=resume, grad_clip=1.0, tensorboard=False,
-        handle_signals=progress)
+        handle_signals=progress, ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     summary = trainer.fit(epochs=config.epochs)
     segmenter.eval()
     with torch.no_grad():
         prototypes = support.prototypes(range(len(items)), config)
     selection = {"dataset": dataset_name, "shots": config.shots, "seed": config.seed, "pool_size": pool_size,
                  "items": [i.item_id for i in items]}
+    summary["support"] = selection
+    if not trainer.is_main:  # under torchrun only rank 0 writes the run folder
+        return summary
     atomic_write_text(run_dir / SUPPORT_FILE, json.dumps(selection, indent=1) + "\n")
     extra = {f"prompter.{k}": v for k, v in segmenter.prompter.state_dict().items()}
     extra.update(prototypes.as_tensors())
@@ -215,5 +219,4 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],
                                               "dims": first.dims, "slice_axis": first.slice_axis,
                                               "cache_model": identity.to_dict()}})
-    summary["support"] = selection
     return summary

@@ -167,9 +167,7 @@ CASES = [
 ]
 
 # Cases that need a fix in a command still being changed; see docs/reliability.md.
-PENDING = {
-    "fewshot-cache-volume-with-nan", "fewshot-cache-four-d-volume", "fewshot-cache-zero-batch",
-}
+PENDING: set[str] = set()
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
