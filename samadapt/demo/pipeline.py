@@ -47,6 +47,9 @@ def check_user_data(path: Path) -> DemoInput:
         raise UserError("--data: the dataset has no masks; the demo fine-tunes and scores against masks", path)
     if len({c.patient for c in dataset.labeled_cases()}) < 3:
         raise UserError("--data: need labelled images of at least 3 patients (train, validation, test)", path)
+    from samadapt.data.check import require_readable
+
+    require_readable(dataset.cases)  # a broken file or foreign label fails now, not after pre-training
     return DemoInput(path, dataset.labeled_cases()[0].dims)
 
 

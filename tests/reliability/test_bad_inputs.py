@@ -94,9 +94,10 @@ CASES = [
     Case("more-folds-than-patients", "data split fa --folds 9 --out s.json", "too few for 9 fold(s)"),
     Case("split-output-is-a-folder", "data split fa --folds 2 --out fa", "fa: output path exists and is not a regular file"),
     Case("split-output-under-a-file", "data split fa --folds 2 --out bad/a_file/s.json", "bad/a_file"),
-    Case("demo-weights-run-code", "demo --out out --weights bad/runs_code.pt", "refusing to load"),
-    Case("demo-size-not-multiple-of-32", "demo --out out --image-size 50", "image size 50"),
-    Case("demo-zero-images", "demo --out out --n 0", "--n 0: must be at least 1"),
+    Case("demo-data-missing", "demo --out out --quick --data nowhere", "nowhere: --data: dataset not found"),
+    Case("demo-data-foreign-label", "demo --out out --quick --data fa_foreign", "label values outside the class list: 7"),
+    Case("demo-output-is-a-file", "demo --out bad/a_file --quick", "exists and is not a folder"),
+    Case("demo-zero-threads", "demo --out out --quick --threads 0", "--threads 0"),
     # ---------------------------------------------------------------- evaluate
     Case("ground-truth-folder-missing", "evaluate --pred fa/masks --gt nowhere --out out", "nowhere: ground-truth folder not found"),
     Case("unpaired-mask-folders", "evaluate --pred anat2d/masks --gt fa/masks --out out", "do not match"),
