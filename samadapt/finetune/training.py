@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from samadapt.engine.callbacks import Callback
+from samadapt.engine.curves import CurvePlot
 from samadapt.errors import UserError
 
 VAL_METRIC = "val_dice"
@@ -142,42 +142,6 @@ def validation_dice(model, loader, num_classes: int, prompt_mode: str) -> dict[s
     return out
 
 
-class CurvePlot(Callback):
-    """Draws RUN_DIR/curves.png (training loss and validation Dice per epoch) when training ends."""
-
-    def on_fit_end(self, trainer, summary):
-        if trainer.is_main:
-            plot_curves(trainer.run_dir)
-
-
-def plot_curves(run_dir: Path) -> Path | None:
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    path = Path(run_dir) / "epoch.csv"
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("train_loss", "-"), (VAL_METRIC, "--")):
-        values = [float(r[key]) if r.get(key) else float("nan") for r in rows]
-        ax.plot(epochs, values, style, marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = Path(run_dir) / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
 def finetune(config: FinetuneConfig) -> dict:
     """Train as `config` says; returns the summary also written to RUN_DIR/summary.json."""
     from samadapt.data.augment import build_augmentation
@@ -232,7 +196,7 @@ def finetune(config: FinetuneConfig) -> dict:
         validate_fn=lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
         monitor=VAL_METRIC, monitor_mode="max", patience=config.patience, grad_clip=config.grad_clip,
         resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
-        drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot()],
+        drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))],
         # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
         ddp_kwargs={"find_unused_parameters": True},
     )

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from samadapt.engine.curves import CurvePlot
 from samadapt.errors import UserError
 from samadapt.pretrain.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
 
@@ -188,7 +189,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     trainer = Trainer(
         mae, step_fn, optimizer, run_dir=run_dir, train_data=dataset, batch_size=config.batch_size,
         scheduler=scheduler, grad_clip=config.grad_clip, checkpoint_every_steps=config.checkpoint_every or None,
-        resume=resume, meta=config.resume_key(), resume_may_differ=("epochs",), callbacks=[pictures],
+        resume=resume, meta=config.resume_key(), resume_may_differ=("epochs",), callbacks=[pictures, CurvePlot(("train_loss",))],
         seed=config.seed, num_workers=config.num_workers, progress=progress,
     )
     summary = trainer.fit(config.epochs, max_steps=max_steps)

@@ -50,6 +50,7 @@ def test_run_writes_metrics_pictures_checkpoints_and_encoder(finished_run):
     picture = Image.open(out / "recon" / "epoch-0001.png")
     assert picture.size == (3 * 64, 3 * 64)  # original | masked | reconstruction; 3 images, one per row
     assert (out / "checkpoints" / "latest").is_file()
+    assert Image.open(out / "curves.png").size[0] > 0  # the loss curve, drawn when training ends
     meta = json.loads((out / "encoder" / "samadapt.json").read_text())
     provenance = meta["provenance"]
     assert provenance["mask_ratio"] == 0.75 and provenance["image_size"] == 64
