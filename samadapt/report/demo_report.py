@@ -63,7 +63,11 @@ def _data_section(out: Path, results: dict) -> str:
     cases = data["cases"]
     rows = [[text_cell(part), number_cell(int(cases[part]))] for part in ("train", "val", "test")]
     body = table(["part", "labelled cases"], rows)
-    body += f"<p>Classes: {esc(', '.join(data['classes']))}. Unlabeled images for pre-training: {data['unlabeled']}.</p>"
+    if data["mode"] == "phantoms":
+        source = f"{data['unlabeled']} separate unlabeled frames"
+    else:
+        source = f"the dataset's own images ({results['pretrain']['images']}, labels not used)"
+    body += f"<p>Structures to segment: {esc(', '.join(data['classes']))}. Pre-training uses {esc(source)}.</p>"
     if data.get("montage"):
         body += figure(data["montage"], "Example frames (top) and the same frames with the reference outline "
                        "of leakage in red (bottom).", width=960)
@@ -80,7 +84,7 @@ def _data_section(out: Path, results: dict) -> str:
 
 def _pretrain_section(out: Path, results: dict, curves_png: Path) -> str:
     p = results["pretrain"]
-    rows = [[text_cell("unlabeled images"), number_cell(int(p["images"]))],
+    rows = [[text_cell("images (no labels used)"), number_cell(int(p["images"]))],
             [text_cell("image size (pixels)"), number_cell(int(p["image_size"]))],
             [text_cell("hidden share of each image"), number_cell(float(p["mask_ratio"]), 2)],
             [text_cell("epochs / optimiser steps"), text_cell(f"{p['epochs']} / {p['steps']}")],
@@ -91,7 +95,8 @@ def _pretrain_section(out: Path, results: dict, curves_png: Path) -> str:
     explanation = ("Before any label is used, the image encoder learns what these images look like: three "
                    "quarters of each image is hidden and the network is trained to fill it in "
                    "(<i>masked autoencoder</i>, MAE). Good reconstructions mean the encoder has learned the "
-                   "vessels, the optic disc and the bright leakage patterns. The error is measured on "
+                   "typical structures of these images (for the phantoms: vessels, optic disc, bright leakage). "
+                   "With the short budget of the demo, expect blurry reconstructions. The error is measured on "
                    "normalised pixel values (lower is better); its curve is the left panel of the "
                    "fine-tuning figure below.")
     return section("Step 1 — Self-supervised pre-training (no labels)", explanation, body, "pretrain")
@@ -110,7 +115,8 @@ def _finetune_section(out: Path, results: dict, curves_png: Path) -> str:
                    "epoch with the best validation Dice is kept.")
     budget = results["budget"]
     explanation = ("SAM2 normally needs a click or a box to know what to outline. Here it learns one "
-                   "<i>class prompt</i> per structure instead, so it segments leakage with no click at all. Two "
+                   f"<i>class prompt</i> per structure instead, so it outlines {esc(', '.join(results['data']['classes']))} "
+                   "with no click at all. Two "
                    "models are trained with the same labelled frames and the same budget "
                    f"({budget['finetune_epochs']} epochs, {budget['finetune_size']} px, training "
                    f"{esc(budget['finetune_train'])}): one from random weights, one from the pre-trained encoder.")
@@ -132,9 +138,11 @@ def _evaluation_section(out: Path, results: dict) -> str:
         summary = evaluation["summary"]
         body += f"<h3>{esc(label)} — {summary['n_cases']} test cases</h3>"
         body += table(["metric (0 to 1, higher is better)", "mean", "sd", "cases"], _metrics_rows(summary))
-        empty = next(iter(summary["per_class"].values()))["empty_cases"]
-        body += (f"<p>Cases without any {esc(summary['classes'][0])} in the reference: {empty['gt_empty']} "
-                 f"(the model correctly marked nothing in {empty['both_empty']} of them).</p>")
+        for name, stats in summary["per_class"].items():
+            empty = stats["empty_cases"]
+            if empty["gt_empty"]:
+                body += (f"<p>Test cases without any {esc(name)} in the reference: {empty['gt_empty']} (the model "
+                         f"correctly marked nothing in {empty['both_empty']} of them).</p>")
         pictures = {Path(p).name.split("_", 1)[0]: p for p in evaluation["overlays"]}
         body += '<div class="grid">' + "".join(
             figure(pictures.get(rank), f"{rank} case of {label} by Dice") for rank in ("worst", "median", "best")
