@@ -13,7 +13,7 @@ from samadapt.data.check import check_dataset
 from samadapt.data.dataset import load_dataset
 from samadapt.data.splits import load_splits, make_splits, split_cases, write_splits
 from samadapt.errors import UserError
-from conftest import shared_subdir  # tests/conftest.py
+from shared_data import shared_subdir  # tests/shared_data.py
 from data_fixtures import fa_phantoms  # noqa: F401  (fixture)
 
 

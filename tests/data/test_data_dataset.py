@@ -12,7 +12,7 @@ from PIL import Image
 from samadapt.data.dataset import load_dataset
 from samadapt.data.infer import description_yaml, propose_description
 from samadapt.errors import UserError
-from conftest import shared_subdir  # tests/conftest.py
+from shared_data import shared_subdir  # tests/shared_data.py
 from data_fixtures import fa_phantoms  # noqa: F401  (fixture)
 
 

@@ -231,7 +231,7 @@ def test_hippocampus_volumes_round_trip(tmp_path):
     """Real MRI volumes: cache slices, train briefly, predict a volume in its own space."""
     import nibabel as nib
 
-    from conftest import shared_subdir  # tests/conftest.py
+    from shared_data import shared_subdir  # tests/shared_data.py
 
     source = shared_subdir("hippocampus")
     names = sorted(p.name for p in (source / "imagesTr").iterdir())[:3]

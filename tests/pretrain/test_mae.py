@@ -9,7 +9,7 @@ import torch
 from samadapt.pretrain.mae import MaskedAutoencoder, normalise_patches, patchify, reconstruction_loss, unpatchify
 from samadapt.pretrain.masking import random_unit_mask, unit_grid, unit_mask_to_pixels
 
-from conftest import shared_subdir  # tests/conftest.py (pytest puts tests/ on sys.path)
+from shared_data import shared_subdir  # tests/shared_data.py (pytest puts tests/ on sys.path)
 from .conftest import make_trunk
 
 
