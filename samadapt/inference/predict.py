@@ -8,6 +8,7 @@ staging folder, so bad input fails fast and a failure never leaves half the outp
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -52,6 +53,19 @@ class StageTimer:
         now = time.perf_counter()
         self.seconds[stage] += now - start
         return now
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the block with one torch thread. The mask decoder is a chain of tiny operations (a few
+    tokens, a 64x64 grid at most) that gain nothing from a second thread but pay a thread wake-up per
+    operation: on 2 cores it decodes 2-4x faster on one thread, more when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def collect_images(path: str | Path) -> list[Path]:
@@ -110,7 +124,8 @@ def segment(model, image: np.ndarray, prompt: Prompt, timer: StageTimer | None =
         kwargs["points"] = torch.tensor(xy, dtype=torch.float32).view(1, 1, 1, 2)
         kwargs["point_labels"] = torch.ones(1, 1, 1, dtype=torch.int64)
     multimask = prompt.point is not None and prompt.box is None
-    out = model.decode(features, multimask=multimask, **kwargs)
+    with single_thread():
+        out = model.decode(features, multimask=multimask, **kwargs)
     logits = out.logits[0, 0]  # (M, h, w)
     best = int(out.iou[0, 0].argmax()) if multimask else 0
     start = timer.add("decode", start)
