@@ -65,6 +65,16 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
     return image[..., :3]
 
 
+def unit_image(image: np.ndarray) -> np.ndarray:
+    """A 2D image as read from disk -> (H, W, 3) float32 in [0, 1]: what every command feeds on."""
+    return to_three_channels(to_unit_range(image))
+
+
+def unit_slice(volume01: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """Slice `index` along `axis` of a volume already scaled by `clip_percentiles` -> (H, W, 3)."""
+    return to_three_channels(np.take(volume01, index, axis=axis))
+
+
 def prepare_image(image: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox]:
     """Turn one image into the model's input.
 
@@ -74,7 +84,7 @@ def prepare_image(image: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox
     Returns:
         pixel values (3, size, size) float32, normalised; and the `Letterbox` to undo the geometry.
     """
-    unit = to_three_channels(to_unit_range(image))
+    unit = unit_image(image)
     square, box = letterbox_unit_image(unit, size)
     return normalize(square, box), box
 

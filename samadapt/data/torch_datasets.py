@@ -21,8 +21,8 @@ from samadapt.data.preprocess import (
     letterbox_mask,
     letterbox_unit_image,
     normalize,
-    to_three_channels,
-    to_unit_range,
+    unit_image,
+    unit_slice,
     valid_region,
 )
 from samadapt.errors import UserError
@@ -50,10 +50,6 @@ class _Cache:
 
 def _slice_items(image: Path, axis: int) -> int:
     return read_volume_shape(image)[axis]
-
-
-def _unit_slice(volume01: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return to_three_channels(np.take(volume01, index, axis=axis))
 
 
 def _finish(unit: np.ndarray, size: int, augment, index: int, case_id: str, mask: np.ndarray | None = None) -> dict:
@@ -117,9 +113,9 @@ class SegmentationDataset(TorchDataset):
         case = self.cases[number]
         image, mask = self._image(case), self._mask(case)
         if z is None:
-            unit, case_id = to_three_channels(to_unit_range(image)), case.id
+            unit, case_id = unit_image(image), case.id
         else:
-            unit, case_id = _unit_slice(image, case.slice_axis, z), f"{case.id}:z{z:03d}"
+            unit, case_id = unit_slice(image, case.slice_axis, z), f"{case.id}:z{z:03d}"
             mask = np.take(mask, z, axis=case.slice_axis)
         if mask.shape != unit.shape[:2]:
             raise UserError(f"mask size {mask.shape} differs from image size {unit.shape[:2]}", case.mask)
@@ -170,8 +166,8 @@ class UnlabeledImageDataset(TorchDataset):
         path, axis, z = self.items[index]
         if z is None:
             image = self._cache.get(path, lambda: read_image(path))
-            unit, case_id = to_three_channels(to_unit_range(image)), file_stem(path)
+            unit, case_id = unit_image(image), file_stem(path)
         else:
             volume = self._cache.get(path, lambda: clip_percentiles(read_volume(path).data))
-            unit, case_id = _unit_slice(volume, axis, z), f"{file_stem(path)}:z{z:03d}"
+            unit, case_id = unit_slice(volume, axis, z), f"{file_stem(path)}:z{z:03d}"
         return _finish(unit, self.image_size, self.augment, index, case_id)

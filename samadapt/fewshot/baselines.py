@@ -68,7 +68,8 @@ def evaluate_baseline(model, cases, classes: list[str], out_dir, kind: str, over
     """Score the `kind` prompt baseline on labelled `cases` (3D cases slice by slice)."""
     from samadapt.data.preprocess import stack_slices
     from samadapt.fewshot.evaluate import evaluate_predictions
-    from samadapt.fewshot.items import unit_images_from_array, unit_volume_slices
+    from samadapt.data.preprocess import unit_image
+    from samadapt.fewshot.items import unit_volume_slices
 
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         if case.dims == "3d":
@@ -76,6 +77,6 @@ def evaluate_baseline(model, cases, classes: list[str], out_dir, kind: str, over
             slices = [np.take(gt, z, axis=case.slice_axis) for z in range(len(units))]
             return stack_slices([segment_with_prompts(model, u, g, len(classes), kind) for u, g in zip(units, slices)],
                                 case.slice_axis)
-        return segment_with_prompts(model, unit_images_from_array(image), gt, len(classes), kind)
+        return segment_with_prompts(model, unit_image(image), gt, len(classes), kind)
 
     return evaluate_predictions(cases, classes, out_dir, predict_case, overlays=overlays)

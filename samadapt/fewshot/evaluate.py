@@ -41,7 +41,7 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
 
     exclude_support: leave out the cases the shots came from (a fair score without a split file).
     """
-    from samadapt.fewshot.items import unit_images_from_array
+    from samadapt.data.preprocess import unit_image
     from samadapt.fewshot.predict import segment_units, segment_volume
 
     if exclude_support:
@@ -51,6 +51,6 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         if case.dims == "3d":
             return segment_volume(run, image, batch_size, largest_component)
-        return segment_units(run, [unit_images_from_array(image)], batch_size)[0]
+        return segment_units(run, [unit_image(image)], batch_size)[0]
 
     return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays)

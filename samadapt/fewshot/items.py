@@ -21,8 +21,8 @@ from samadapt.data.preprocess import (
     letterbox_mask,
     letterbox_unit_image,
     normalize,
-    to_three_channels,
-    to_unit_range,
+    unit_image,
+    unit_slice,
 )
 
 # Part of every cache key: bump it when the preprocessing below changes, so old caches are refused.
@@ -53,15 +53,15 @@ def case_items(case: Case) -> list[Item]:
 def unit_images(case: Case) -> list[np.ndarray]:
     """(H, W, 3) float32 [0, 1] images of a case's items, in item order (one read per case)."""
     if case.dims != "3d":
-        return [unit_images_from_array(case.load_image())]
+        return [unit_image(case.load_image())]
     volume = clip_percentiles(case.load_image())
-    return [to_three_channels(np.take(volume, z, axis=case.slice_axis)) for z in range(volume.shape[case.slice_axis])]
+    return [unit_slice(volume, case.slice_axis, z) for z in range(volume.shape[case.slice_axis])]
 
 
 def unit_volume_slices(volume: np.ndarray, axis: int) -> list[np.ndarray]:
     """The same per-slice preprocessing for a raw volume array (prediction on a NIfTI file)."""
     scaled = clip_percentiles(volume)
-    return [to_three_channels(np.take(scaled, z, axis=axis)) for z in range(scaled.shape[axis])]
+    return [unit_slice(scaled, axis, z) for z in range(scaled.shape[axis])]
 
 
 def model_input(unit: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox]:
@@ -83,8 +83,3 @@ def item_masks(case: Case, classes: list[str]) -> list[np.ndarray]:
 def model_mask(mask: np.ndarray, box: Letterbox) -> torch.Tensor:
     """(H, W) index mask -> (S, S) int64 on the model square (padding is background)."""
     return letterbox_mask(mask, box)
-
-
-def unit_images_from_array(image: np.ndarray) -> np.ndarray:
-    """A 2D image array as read from disk -> (H, W, 3) float32 [0, 1], as `unit_images` does for cases."""
-    return to_three_channels(to_unit_range(image))

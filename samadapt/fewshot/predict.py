@@ -124,7 +124,7 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
         write_mask_png,
     )
     from samadapt.engine.atomic import ensure_writable_dir
-    from samadapt.fewshot.items import unit_images_from_array
+    from samadapt.data.preprocess import unit_image
 
     files, volumes = collect_inputs(input_path)
     out_dir = ensure_writable_dir(out_dir)
@@ -140,7 +140,7 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
     else:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
-            units = [unit_images_from_array(read_image(f)) for f in chunk]
+            units = [unit_image(read_image(f)) for f in chunk]
             for file, labels in zip(chunk, segment_units(run, units, batch_size)):
                 target = out_dir / f"{file_stem(file)}.png"
                 write_mask_png(target, labels)

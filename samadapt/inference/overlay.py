@@ -16,9 +16,9 @@ PALETTE = np.array(
 
 def to_display_rgb(image: np.ndarray) -> np.ndarray:
     """Any (H, W) / (H, W, C) image -> (H, W, 3) uint8 for display (min-max scaled unless uint8)."""
-    from samadapt.data.preprocess import to_three_channels, to_unit_range
+    from samadapt.data.preprocess import unit_image
 
-    unit = to_three_channels(to_unit_range(image))
+    unit = unit_image(image)
     return np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
