@@ -20,6 +20,16 @@ from samadapt.errors import UserError
 Rule = tuple[str, str]
 
 
+def prompt_encoder_rules(source: str) -> list[Rule]:
+    """Rules for the prompt encoder's embeddings and mask-downscaling convs, which SAM and SAM2 store
+    alike under different prefixes (`prompt_encoder` / `sam_prompt_encoder`)."""
+    rules = [(rf"{source}\.(not_a_point_embed|no_mask_embed)\.weight", r"prompt_encoder.\1.weight")]
+    layers = {0: "conv1", 1: "layer_norm1", 3: "conv2", 4: "layer_norm2", 6: "conv3"}
+    rules += [(rf"{source}\.mask_downscaling\.{index}\.(weight|bias)", rf"prompt_encoder.mask_embed.{name}.\1")
+              for index, name in layers.items()]
+    return rules
+
+
 def mlp_rules(source: str, target: str, depth: int) -> list[Rule]:
     """Rules for an MLP stored as `layers.0..depth-1` (Meta) -> `proj_in`, `layers.i`, `proj_out`.
 

@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.key_mapping import Converted, interpolate_grid, interpolate_rel_pos, mlp_rules, rename_keys
+from samadapt.models.key_mapping import (
+    Converted,
+    interpolate_grid,
+    interpolate_rel_pos,
+    mlp_rules,
+    prompt_encoder_rules,
+    rename_keys,
+)
 
 _VIT = r"image_encoder"
 _HF_VIT = "vision_encoder"
@@ -32,13 +39,8 @@ RULES = [
     (rf"{_VIT}\.neck\.2\.weight", f"{_HF_VIT}.neck.conv2.weight"),
     (rf"{_VIT}\.neck\.3\.(weight|bias)", rf"{_HF_VIT}.neck.layer_norm2.\1"),
     # prompt encoder
-    (r"prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight", r"prompt_encoder.\1.weight"),
+    *prompt_encoder_rules(r"prompt_encoder"),
     (r"prompt_encoder\.point_embeddings\.([0-3])\.weight", r"prompt_encoder.point_embed.\1.weight"),
-    (r"prompt_encoder\.mask_downscaling\.0\.(weight|bias)", r"prompt_encoder.mask_embed.conv1.\1"),
-    (r"prompt_encoder\.mask_downscaling\.1\.(weight|bias)", r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    (r"prompt_encoder\.mask_downscaling\.3\.(weight|bias)", r"prompt_encoder.mask_embed.conv2.\1"),
-    (r"prompt_encoder\.mask_downscaling\.4\.(weight|bias)", r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    (r"prompt_encoder\.mask_downscaling\.6\.(weight|bias)", r"prompt_encoder.mask_embed.conv3.\1"),
     # mask decoder (transformers keeps Meta's attention and MLP names here)
     (rf"{_DEC}\.(iou_token|mask_tokens)\.weight", r"mask_decoder.\1.weight"),
     (rf"{_DEC}\.transformer\.layers\.(\d+)\.{_ATTN}\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)",

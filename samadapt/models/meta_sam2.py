@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.key_mapping import Converted, mlp_rules, rename_keys
+from samadapt.models.key_mapping import Converted, mlp_rules, prompt_encoder_rules, rename_keys
 
 _TRUNK = r"image_encoder\.trunk"
 _HF_TRUNK = "vision_encoder.backbone"
@@ -36,12 +36,7 @@ RULES = [
     (r"image_encoder\.neck\.convs\.(\d+)\.conv\.(weight|bias)", r"vision_encoder.neck.convs.\1.\2"),
     ("no_mem_embed", "no_memory_embedding"),
     # prompt encoder
-    (r"sam_prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight", r"prompt_encoder.\1.weight"),
-    (r"sam_prompt_encoder\.mask_downscaling\.0\.(weight|bias)", r"prompt_encoder.mask_embed.conv1.\1"),
-    (r"sam_prompt_encoder\.mask_downscaling\.1\.(weight|bias)", r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    (r"sam_prompt_encoder\.mask_downscaling\.3\.(weight|bias)", r"prompt_encoder.mask_embed.conv2.\1"),
-    (r"sam_prompt_encoder\.mask_downscaling\.4\.(weight|bias)", r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    (r"sam_prompt_encoder\.mask_downscaling\.6\.(weight|bias)", r"prompt_encoder.mask_embed.conv3.\1"),
+    *prompt_encoder_rules(r"sam_prompt_encoder"),
     # mask decoder
     (rf"{_DEC}\.(iou_token|mask_tokens|obj_score_token)\.weight", rf"{_HF_DEC}.\1.weight"),
     (rf"{_DEC}\.(conv_s0|conv_s1)\.(weight|bias)", rf"{_HF_DEC}.\1.\2"),
