@@ -85,24 +85,3 @@ def test_unsupported_extension(tmp_path, capsys):
     path.write_bytes(b"1234")
     assert main(["predict", "--input", str(path), "--out", str(tmp_path / "o"), *TINY]) == 2
     assert "scan.xyz" in _one_line_error(capsys)
-
-
-def test_decode_runs_on_one_thread_and_thread_count_is_restored(monkeypatch):
-    import torch
-
-    from samadapt.inference.predict import Prompt, segment
-    from samadapt.models.registry import build_model
-
-    model = build_model("sam2-hiera-tiny", image_size=128).eval()
-    seen = []
-    decode = model.decode
-
-    def recording_decode(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return decode(*args, **kwargs)
-
-    monkeypatch.setattr(model, "decode", recording_decode)
-    torch.set_num_threads(2)
-    mask = segment(model, np.zeros((40, 60), np.uint8), Prompt(point=(10.0, 20.0)))
-    assert seen == [1] and torch.get_num_threads() == 2
-    assert mask.shape == (40, 60)
