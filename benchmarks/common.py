@@ -26,11 +26,11 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) 
     return statistics.median(times), times
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matmul throughput of this machine right now (GFLOP/s), the yardstick for model speed."""
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype=None) -> float:
+    """Matmul throughput of this machine right now (GFLOP/s; fp32 unless `dtype`), the yardstick for model speed."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     seconds, _ = median_seconds(lambda: a @ b, repeats=repeats, warmup=2)
     return 2 * n**3 / seconds / 1e9
 

@@ -22,6 +22,7 @@ def predict(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
+    precision: str = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (1.6-1.9x faster on CPUs with bf16 units, ~1e-2 feature error)."),
 ) -> None:
     """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
     import json
@@ -41,6 +42,12 @@ def predict(
         torch.set_num_threads(threads)
     if image_size is not None and image_size <= 0:
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
+    from samadapt.models.fast.encoder import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not fast:
+        raise UserError(f"--precision {precision} needs the fast encoder: drop --no-fast")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
     check_output_dir(out)
     from samadapt.finetune.runs import is_run_dir
@@ -52,7 +59,8 @@ def predict(
     check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
     from samadapt.models.fast import accelerate
 
-    net = accelerate(load_model(model, weights=weights, image_size=image_size).eval(), fast=fast, compile=compile)
+    net = accelerate(load_model(model, weights=weights, image_size=image_size).eval(), fast=fast, compile=compile,
+                     precision=precision)
     summary = run_predict(net, inputs, out, prompt)
     seconds = summary["seconds"]
     total = sum(seconds.values())

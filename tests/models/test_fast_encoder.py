@@ -149,3 +149,31 @@ def test_predict_cli_fast_flags(tmp_path, monkeypatch, flags, mode):
     assert main(args) == 0
     assert seen == [mode]
     assert (tmp_path / "out" / "grey_mask.png").is_file()
+
+
+def test_bf16_precision_is_close_and_hands_fp32_to_the_decoder(model_256):
+    # bf16 keeps 8 mantissa bits: ~1e-2 relative error, two orders above the fp32 path but small
+    # enough that the decoder's masks barely move
+    encoder = FastEncoder(model_256, compile=False, precision="bf16")
+    pixels = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        actual, expected = encoder(pixels), model_256.encode(pixels)
+        masks = model_256.decode(actual).logits > 0
+        reference = model_256.decode(expected).logits > 0
+    assert all(t.dtype == torch.float32 for t in (actual.embedding, *actual.high_res))
+    errors = _errors(actual, expected)
+    assert 1e-4 < max(errors) < 5e-2  # really ran in bf16, and stayed close
+    assert (masks == reference).float().mean() > 0.98
+
+
+def test_bf16_is_rejected_by_name_and_without_fast_path(tmp_path):
+    from samadapt.cli import main
+
+    with pytest.raises(ValueError, match="fp16"):
+        FastEncoder(build_model("sam2-hiera-tiny", 256), precision="fp16")
+    image = tmp_path / "grey.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(image)
+    base = ["predict", "--input", str(image), "--out", str(tmp_path / "out"), "--image-size", "256"]
+    assert main([*base, "--precision", "fp16"]) == 2
+    assert main([*base, "--precision", "bf16", "--no-fast"]) == 2
+    assert not (tmp_path / "out").exists()
