@@ -1,8 +1,9 @@
 """Few-shot costs: decoder-only epoch on the cache vs a full fine-tuning epoch; cache overhead; disk use.
 
-Same images, size, model and batch for both epochs. The full epoch runs encoder + decoder forward
-and backward (what fine-tuning without a cache pays every epoch); the few-shot epoch reads cached
-features and trains only decoder + prompter. Cache overhead = cache build time / plain encoder
+Same images, size, model, batch, classes and loss for both epochs. The full epoch is a
+`samadapt finetune --train all` epoch (class-prompt model, encoder + decoder forward and backward:
+what fine-tuning without a cache pays every epoch); the few-shot epoch reads cached features and
+trains only decoder + prompter. Cache overhead = cache build time / plain encoder
 forward time over the same images (hashing, preprocessing, fp16 conversion, writing).
 """
 
@@ -66,14 +67,25 @@ def run(quick: bool = True) -> dict:
         batches = [list(range(s, s + batch)) for s in range(0, images, batch)]
         decoder_epoch = _epoch_seconds(decoder_step, batches, repeats)
 
-        full = build_frozen_model(model_name, None, size).train()
+        # The full epoch is what `samadapt finetune --train all` pays on the same task: the product's
+        # class-prompt model (one decoder query per class, as in the few-shot step), the same loss
+        # at input resolution on the same masks, encoder and decoder both trained.
+        from samadapt.finetune.losses import parse_loss
+        from samadapt.finetune.model import ClassPromptSegmenter
+
+        base = build_frozen_model(model_name, None, size, fast=False)
+        full = ClassPromptSegmenter(base, dataset.class_names).train()
         for parameter in full.parameters():
             parameter.requires_grad_(True)
         full_optimizer = torch.optim.AdamW(full.parameters(), lr=1e-5)
+        loss_fn = parse_loss(config.loss)
+        classes = len(dataset.class_names)
 
         def full_step(indices):
-            out = full(pixels[indices])  # unprompted decode: the cost of the decoder is the same
-            loss = out.logits.float().sigmoid().mean()
+            logits = torch.nn.functional.interpolate(full(pixels[indices]), size=(size, size), mode="bilinear",
+                                                     align_corners=False)
+            target = torch.nn.functional.one_hot(support.masks[indices], classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
+            loss = loss_fn(logits, target, support.valid[indices].float())
             full_optimizer.zero_grad()
             loss.backward()
             full_optimizer.step()

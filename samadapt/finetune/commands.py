@@ -50,6 +50,7 @@ def finetune(
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     tokens_per_class: int = typer.Option(4, "--tokens-per-class", help="Learned prompt tokens per class."),
     prompt: str = typer.Option("none", "--prompt", help="Also train with prompts simulated from the masks: none, box or points."),
+    presence: bool = typer.Option(False, "--presence/--no-presence", help="SAM2: train the object-score head to say whether each class is in the image; absent classes then predict an empty mask."),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch (tiny data sets)."),
     seed: int = typer.Option(0, "--seed"),
@@ -82,7 +83,7 @@ def finetune(
         data=str(data), split=str(split), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
-        tokens_per_class=tokens_per_class, prompt=prompt, augment=augment, repeat=repeat, seed=seed, patience=patience,
+        tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
         keep=keep, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)

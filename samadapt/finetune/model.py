@@ -14,6 +14,12 @@ What trains is chosen with `configure_trainable`:
                      position embeddings once any stage is frozen); the prompt encoder stays frozen
                      because the learned tokens replace it
 `param_groups` gives AdamW groups with a separate encoder learning rate and optional layer-wise decay.
+
+Presence gate (`presence=True`, SAM2 only): SAM2's decoder also predicts an object-presence logit per
+query. Trained on "does the image contain this class at all", it lets the model return an empty mask
+for an absent class instead of a few stray pixels: an image with no lesion then scores Dice 1, not 0.
+In eval mode the logits of a class judged absent are pushed below 0 everywhere; in train mode
+`forward(..., return_presence=True)` hands the presence logits to the loss.
 """
 
 from __future__ import annotations
@@ -40,10 +46,13 @@ class ClassPromptSegmenter(nn.Module):
     kind = "sam"
 
     def __init__(self, base, class_names: list[str], tokens_per_class: int = DEFAULT_TOKENS_PER_CLASS,
-                 init_std: float = 1.0):
+                 init_std: float = 1.0, presence: bool = False):
         super().__init__()
         if not class_names:
             raise UserError("a segmentation model needs at least one foreground class")
+        if presence and base.family != "sam2":
+            raise UserError(f"the presence gate needs SAM2's object-score head; {base.name} has none")
+        self.presence = presence
         if tokens_per_class < 1:
             raise UserError(f"tokens per class must be >= 1, got {tokens_per_class}")
         self.base = base
@@ -66,18 +75,27 @@ class ClassPromptSegmenter(nn.Module):
         return len(self.class_names)
 
     def forward(self, pixel_values: torch.Tensor, boxes: torch.Tensor | None = None,
-                points: torch.Tensor | None = None, point_labels: torch.Tensor | None = None) -> torch.Tensor:
+                points: torch.Tensor | None = None, point_labels: torch.Tensor | None = None,
+                return_presence: bool = False):
         """Mask logits (B, C, S/4, S/4) for pixel values (B, 3, S, S).
 
         boxes: optional (B, C, 4) model-pixel boxes, one per class query; points/point_labels:
         optional (B, C, N, 2) / (B, C, N) (label -1 pads queries with fewer points).
+        return_presence: also return the presence logits (B, C) (None without the gate), ungated
+        mask logits, for training.
         """
         features = self.base.encode(pixel_values)
         batch = pixel_values.shape[0]
         tokens = self.class_prompts.unsqueeze(0).expand(batch, -1, -1, -1)
         out = self.base.decode(features, prompt_tokens=tokens, boxes=boxes, points=points,
                                point_labels=point_labels, multimask=False)
-        return out.logits[:, :, 0]
+        logits = out.logits[:, :, 0]
+        presence = out.object_score[..., 0] if self.presence else None
+        if return_presence:
+            return logits, presence
+        if presence is not None and not self.training:
+            logits = gate_absent(logits, presence)
+        return logits
 
     # ----- which parameters train -----------------------------------------------------------------
     def trunk_stage_of_block(self) -> list[int]:
@@ -148,6 +166,20 @@ class ClassPromptSegmenter(nn.Module):
         return adamw_param_groups(self, lr=lr, weight_decay=weight_decay, group_lrs=group_lrs,
                                   layer_id=self.layer_id if layer_decay is not None else None,
                                   layer_decay=layer_decay, no_decay_name_parts=("class_prompts",))
+
+
+def gate_absent(logits: torch.Tensor, presence: torch.Tensor, margin: float = 10.0) -> torch.Tensor:
+    """(B, C, h, w) mask logits, (B, C) presence logits -> logits with every pixel of an absent class
+    (presence < 0) at most -margin, so no threshold above -margin marks it; present classes untouched."""
+    absent = (presence < 0)[..., None, None]
+    return torch.where(absent, torch.minimum(logits, logits.new_tensor(-margin)), logits)
+
+
+def presence_targets(target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B, C, H, W) float targets (+ (B, H, W) valid) -> (B, C) 1 where the class has any valid pixel."""
+    if valid is not None:
+        target = target * valid.unsqueeze(1).to(target.dtype)
+    return (target.flatten(2).amax(dim=2) > 0).to(target.dtype)
 
 
 def one_hot_targets(mask: torch.Tensor, num_classes: int) -> torch.Tensor:

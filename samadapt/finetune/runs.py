@@ -53,6 +53,7 @@ def save_run_model(model, run_dir: Path, info: dict, provenance: dict) -> Path:
         from samadapt.models.checkpoint import save_checkpoint
 
         info["tokens_per_class"] = int(model.class_prompts.shape[1])
+        info["presence"] = bool(model.presence)
         return save_checkpoint(model.base, folder, provenance, extra_tensors={PROMPTS_KEY: model.class_prompts},
                                extra_config={"finetune": info})
     from safetensors.torch import save_file
@@ -87,7 +88,8 @@ def load_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
     prompts = checkpoint.extra_tensors.get(PROMPTS_KEY)
     if info is None or prompts is None:
         raise UserError("checkpoint has no class prompts: it is a plain model, not a fine-tuning run", folder)
-    model = ClassPromptSegmenter(checkpoint.model, info["class_names"], tokens_per_class=prompts.shape[1])
+    model = ClassPromptSegmenter(checkpoint.model, info["class_names"], tokens_per_class=prompts.shape[1],
+                                 presence=bool(info.get("presence", False)))
     with torch.no_grad():
         model.class_prompts.copy_(prompts)
     return LoadedRun(model.eval(), {**info, "provenance": checkpoint.provenance})
@@ -110,12 +112,18 @@ def _load_baseline(folder: Path) -> LoadedRun:
     return LoadedRun(model.eval(), info)
 
 
-def full_size_logits(model, pixel_values: torch.Tensor, **prompts) -> torch.Tensor:
-    """Model logits upsampled to the input square: (B, 3, S, S) -> (B, C, S, S)."""
-    logits = model(pixel_values, **prompts)
+def full_size_logits(model, pixel_values: torch.Tensor, return_presence: bool = False, **prompts):
+    """Model logits upsampled to the input square: (B, 3, S, S) -> (B, C, S, S).
+
+    return_presence: (logits, presence logits (B, C)) from a class-prompt model with the presence
+    gate, for training (the mask logits are then ungated)."""
+    if return_presence:
+        logits, presence = model(pixel_values, return_presence=True, **prompts)
+    else:
+        logits, presence = model(pixel_values, **prompts), None
     if logits.shape[-1] != pixel_values.shape[-1]:
         logits = F.interpolate(logits, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
-    return logits
+    return (logits, presence) if return_presence else logits
 
 
 @torch.inference_mode()

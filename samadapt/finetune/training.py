@@ -43,6 +43,7 @@ class FinetuneConfig:
     warmup_fraction: float = 0.05
     tokens_per_class: int = 4
     prompt: str = "none"
+    presence: bool = False  # train SAM2's object-score head as a per-class presence gate (model.py)
     augment: bool = True
     repeat: int = 1  # training cases seen this many times per epoch (tiny data sets)
     seed: int = 0
@@ -105,12 +106,15 @@ def build_model(config: FinetuneConfig, class_names: list[str]):
             raise UserError(f"--init {config.init}: the {config.model} baseline starts from random weights")
         if config.prompt != "none":
             raise UserError(f"--prompt {config.prompt}: the {config.model} baseline takes no prompts")
+        if config.presence:
+            raise UserError(f"--presence: the {config.model} baseline has no presence head")
         return ConvBaseline(config.model, class_names, config.image_size), {"init": "random"}
     from samadapt.finetune.init import build_base
     from samadapt.finetune.model import ClassPromptSegmenter
 
     start = build_base(config.model, config.image_size, config.init, class_names)
-    model = ClassPromptSegmenter(start.base, class_names, tokens_per_class=config.tokens_per_class)
+    model = ClassPromptSegmenter(start.base, class_names, tokens_per_class=config.tokens_per_class,
+                                 presence=config.presence)
     if start.class_prompts:
         prompts = torch.stack([start.class_prompts[c] for c in class_names])
         if prompts.shape != model.class_prompts.shape:
@@ -152,7 +156,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
-    from samadapt.finetune.model import one_hot_targets
+    from samadapt.finetune.model import one_hot_targets, presence_targets
     from samadapt.finetune.prompts import PROMPT_MODES, simulate_prompts
     from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
 
@@ -185,9 +189,15 @@ def finetune(config: FinetuneConfig) -> dict:
 
     def step_fn(net, batch):
         prompts = simulate_prompts(batch["mask"], n_classes, config.prompt)
-        logits = full_size_logits(net, batch["image"], **prompts)
-        loss = loss_fn(logits, one_hot_targets(batch["mask"], n_classes), batch["valid"])
-        return loss, {}, batch["image"].shape[0]
+        target = one_hot_targets(batch["mask"], n_classes)
+        if not config.presence:
+            logits = full_size_logits(net, batch["image"], **prompts)
+            return loss_fn(logits, target, batch["valid"]), {}, batch["image"].shape[0]
+        logits, presence = full_size_logits(net, batch["image"], return_presence=True, **prompts)
+        segmentation = loss_fn(logits, target, batch["valid"])
+        present = presence_targets(target, batch["valid"])
+        gate = torch.nn.functional.binary_cross_entropy_with_logits(presence, present)
+        return segmentation + gate, {"presence_loss": float(gate.detach())}, batch["image"].shape[0]
 
     warmup = lambda total: int(round(config.warmup_fraction * total))  # noqa: E731
     trainer = Trainer(

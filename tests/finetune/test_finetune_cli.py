@@ -151,3 +151,16 @@ def test_keep_chooses_best_or_last_weights(keep, anatomy, tmp_path, capsys, monk
 def test_keep_rejects_unknown_choice(anatomy, tmp_path, capsys):
     code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--keep", "median")
     assert code == 2 and "--keep 'median'" in err
+
+
+def test_presence_gate_trains_and_is_restored(anatomy, tmp_path, capsys):
+    from samadapt.finetune.runs import load_run
+
+    code, out, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--presence")
+    assert code == 0, err
+    loaded = load_run(tmp_path / "run")
+    assert loaded.model.presence and loaded.info["presence"] is True
+    assert "presence_loss" in (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
+    code, _, err = run_cli(["finetune", "--data", anatomy[0], "--split", anatomy[1], "--out", tmp_path / "unet",
+                            "--model", "unet", "--image-size", "64", "--presence"], capsys)
+    assert code == 2 and "presence" in err and not (tmp_path / "unet").exists()

@@ -117,3 +117,43 @@ def test_prompted_forward(base):
         with torch.no_grad():
             logits = model(torch.randn(2, 3, 64, 64), **simulate_prompts(mask, 2, mode))
         assert logits.shape == (2, 2, 16, 16)
+
+
+def test_gate_pushes_only_absent_classes_below_zero():
+    from samadapt.finetune.model import gate_absent, presence_targets
+
+    logits = torch.tensor([[[[3.0, -1.0]], [[2.0, 0.5]]]])  # (1, 2, 1, 2)
+    gated = gate_absent(logits, torch.tensor([[1.5, -0.2]]))
+    torch.testing.assert_close(gated[:, 0], logits[:, 0])  # present: untouched
+    assert (gated[:, 1] <= -10).all()  # absent: no pixel can pass any threshold above -10
+    target = torch.zeros(2, 2, 4, 4)
+    target[0, 1, 0, 0] = 1
+    target[1, 0, 3, 3] = 1
+    valid = torch.ones(2, 4, 4, dtype=torch.bool)
+    valid[1, 3, 3] = False  # a class seen only on padding is absent
+    assert presence_targets(target, valid).tolist() == [[0.0, 1.0], [0.0, 0.0]]
+
+
+def test_presence_gate_empties_absent_classes_in_eval_only(base):
+    from samadapt.finetune.model import ClassPromptSegmenter
+
+    model = ClassPromptSegmenter(base, ["a", "b"], tokens_per_class=2, presence=True)
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        raw, presence = model(pixels, return_presence=True)
+        assert presence.shape == (1, 2)
+        model.base.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(-50.0)  # "nothing here"
+        model.train()
+        torch.testing.assert_close(model(pixels), model(pixels, return_presence=True)[0])  # training sees raw logits
+        model.eval()
+        assert (model(pixels) <= -10).all()
+        model.base.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(50.0)  # "present"
+        torch.testing.assert_close(model(pixels), model(pixels, return_presence=True)[0])
+
+
+def test_presence_gate_needs_sam2():
+    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.models.registry import build_model
+
+    with pytest.raises(UserError, match="object-score"):
+        ClassPromptSegmenter(build_model("sam-vit-base", 64), ["a"], presence=True)
