@@ -74,3 +74,4 @@ PY
 done
 samadapt compare "$OUT/pooled/sam2_random" "$OUT/pooled/mae_sam2" "$OUT/pooled/unet" --out "$OUT/compare"
 cat "$OUT/compare/compare.md"
+python -m benchmarks.cv_report "$OUT" unet sam2_random mae_sam2   # per class, mean ± sd over folds

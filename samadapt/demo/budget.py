@@ -34,6 +34,7 @@ class Budget:
     finetune_batch: int
     finetune_lr: float
     finetune_train: str
+    finetune_presence: bool  # presence gate: lesion-free frames predicted empty (finetune/model.py)
     # few-shot
     fewshot_size: int
     fewshot_volume_size: int
@@ -50,6 +51,7 @@ FULL = Budget(
     name="full", fa_frames=48, fa_unlabeled=64, anatomy_images=16, anatomy_volumes=3,
     pretrain_size=256, pretrain_epochs=8, pretrain_batch=8, pretrain_lr=1.5e-4,
     finetune_size=256, finetune_epochs=12, finetune_batch=4, finetune_lr=1e-3, finetune_train="all",
+    finetune_presence=True,
     fewshot_size=128, fewshot_volume_size=64, fewshot_epochs=60, fewshot_shots=(1, 3, 5), fewshot_volume_shots=3, anatomy_depth=24,
 )
 
@@ -57,6 +59,7 @@ QUICK = Budget(
     name="quick", fa_frames=8, fa_unlabeled=8, anatomy_images=5, anatomy_volumes=2,
     pretrain_size=64, pretrain_epochs=1, pretrain_batch=4, pretrain_lr=1.5e-4,
     finetune_size=64, finetune_epochs=1, finetune_batch=2, finetune_lr=1e-3, finetune_train="decoder",
+    finetune_presence=True,
     fewshot_size=64, fewshot_volume_size=64, fewshot_epochs=2, fewshot_shots=(1, 2), fewshot_volume_shots=1,
     anatomy_depth=8,
 )

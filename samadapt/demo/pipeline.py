@@ -143,7 +143,7 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
             data=data["dataset"], split=data["splits"], out=str(run_dir), model=MODEL,
             image_size=budget.finetune_size, init=init, loss="dice+bce", train=budget.finetune_train,
             epochs=budget.finetune_epochs, batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed,
-            keep="best", progress=True,
+            keep="best", progress=True, presence=budget.finetune_presence,
         )
         print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}")
         summary = finetune(config)
