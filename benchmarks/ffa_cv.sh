@@ -9,9 +9,14 @@
 #   EPOCHS=30 SIZE=512 bash benchmarks/ffa_cv.sh    # a bigger budget
 #   TRAIN=decoder SAM_LR=1e-3 bash benchmarks/ffa_cv.sh   # frozen encoders: compares the features only
 #
+#   LABELED=../shared/data/drive/training OUT=runs/drive_cv SIZE=512 MODELS="unet sam2_random" \
+#     TRAIN=decoder SAM_LR=1e-3 bash benchmarks/ffa_cv.sh    # the same harness on DRIVE vessels
+#
 # Needs ../shared/data/ffa (labelled and unlabeled) and a `samadapt` on PATH.
 set -euo pipefail
 DATA_ROOT=${DATA_ROOT:-../shared/data/ffa}
+LABELED=${LABELED:-$DATA_ROOT/labeled}
+UNLABELED=${UNLABELED:-$DATA_ROOT/unlabeled}
 OUT=${OUT:-runs/ffa_cv}
 SIZE=${SIZE:-256}
 EPOCHS=${EPOCHS:-20}
@@ -26,12 +31,12 @@ SAM_LR=${SAM_LR:-1e-4}
 MODELS=${MODELS:-unet sam2_random mae_sam2}   # a subset trains only those (runs already done are kept)
 mkdir -p "$OUT"
 
-samadapt data init "$DATA_ROOT/labeled" --out "$OUT/dataset.yaml"
+samadapt data init "$LABELED" --out "$OUT/dataset.yaml"
 samadapt data split "$OUT/dataset.yaml" --folds "$FOLDS" --seed 0 --test-fraction 0 --out "$OUT/splits.json"
 
 # MAE pre-training of the encoder on the unlabeled frames only (the labelled frames stay unseen).
 if [[ " $MODELS " == *" mae_sam2 "* && ! -d "$MAE_RUN/encoder" ]]; then
-  samadapt pretrain --data "$DATA_ROOT/unlabeled" --model sam2-hiera-tiny --image-size "$SIZE" --init random \
+  samadapt pretrain --data "$UNLABELED" --model sam2-hiera-tiny --image-size "$SIZE" --init random \
     --mask-ratio 0.75 --path sparse --epochs "$MAE_EPOCHS" --warmup-epochs 4 --batch-size 8 --seed 0 \
     --recon-every 10 --threads "$THREADS" --out "$MAE_RUN"
 fi
@@ -56,9 +61,9 @@ for fold in $(seq 0 $((FOLDS - 1))); do
   train mae_sam2 "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train "$TRAIN" --lr "$SAM_LR"
 done
 
-# Pool the folds: one per-case table per model (every case appears once), then paired comparisons.
-[[ "$MODELS" == "unet sam2_random mae_sam2" ]] || exit 0
-for name in unet sam2_random mae_sam2; do
+# Pool the folds: one per-case table per model (every case appears once), then paired comparisons
+# against the first SAM2 model trained (sam2_random when present).
+for name in $MODELS; do
   mkdir -p "$OUT/pooled/$name"
   python - "$OUT/$name" "$OUT/pooled/$name" <<'PY'
 import csv, sys
@@ -72,6 +77,12 @@ with (pooled / "per_case.csv").open("w", newline="") as handle:
 print(f"{root.name}: {len(rows)} rows pooled")
 PY
 done
-samadapt compare "$OUT/pooled/sam2_random" "$OUT/pooled/mae_sam2" "$OUT/pooled/unet" --out "$OUT/compare"
-cat "$OUT/compare/compare.md"
-python -m benchmarks.cv_report "$OUT" unet sam2_random mae_sam2   # per class, mean ± sd over folds
+pooled=()
+for name in sam2_random mae_sam2 unet; do
+  [[ " $MODELS " == *" $name "* ]] && pooled+=("$OUT/pooled/$name")
+done
+if [ ${#pooled[@]} -ge 2 ]; then
+  samadapt compare "${pooled[@]}" --out "$OUT/compare"
+  cat "$OUT/compare/compare.md"
+fi
+python -m benchmarks.cv_report "$OUT" $MODELS   # per class, mean ± sd over folds

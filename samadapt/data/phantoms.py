@@ -27,6 +27,7 @@ from scipy import ndimage
 FA_CLASSES = ("leakage",)
 ANATOMY_CLASSES = ("left_lobe", "right_lobe", "core")
 FRAMES_PER_PATIENT = 2
+LESION_EDGE = 0.1  # width of a lesion's soft edge, in units of its radius
 _STREAMS = {"fa": 1, "anatomy": 2, "fa-unlabeled": 3, "anatomy-unlabeled": 4}
 
 
@@ -128,8 +129,10 @@ def render_fa_frame(eye: dict, rng: np.random.Generator, size: int, late: bool) 
         y0, y1 = max(0, int(point[1]) - reach), min(size, int(point[1]) + reach + 1)
         ly, lx = yy[y0:y1, x0:x1] - point[1], xx[y0:y1, x0:x1] - point[0]
         rho = np.hypot(lx, ly) / (r_of(np.arctan2(ly, lx)) * grow)
-        profile = 1.0 / (1.0 + np.exp((rho - 1.0) / 0.18))  # fuzzy border; 0.5 exactly at rho = 1
-        image[y0:y1, x0:x1] += amplitude * gain * profile / (1.0 / (1.0 + np.exp(-1.0 / 0.18)))
+        # soft border, 0.5 exactly at rho = 1 (the mask's edge); the width keeps the edge visible
+        # within a pixel or two at 256 px, so the mask is learnable from the image
+        profile = 1.0 / (1.0 + np.exp((rho - 1.0) / LESION_EDGE))
+        image[y0:y1, x0:x1] += amplitude * gain * profile / (1.0 / (1.0 + np.exp(-1.0 / LESION_EDGE)))
         mask[y0:y1, x0:x1] |= (rho < 1.0).astype(np.uint8)
 
     image *= 1.0 - 0.35 * r2_centre / eye["fov_r"] ** 2  # vignetting
