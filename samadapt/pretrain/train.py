@@ -158,6 +158,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.pretrain.calibrate import calibrate_neck
     from samadapt.pretrain.masking import random_unit_mask
     from samadapt.pretrain.recon import ReconstructionPictures
 
@@ -203,6 +204,19 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
             "final_train_loss": summary["last_train"].get("loss"), "status": summary["status"],
             "steps_per_epoch": steps_per_epoch,
         }
+        if config.init == "random":  # the neck never trained: give it data-dependent scales (calibrate.py)
+            provenance["neck_calibration"] = calibrate_neck(model, _calibration_batches(dataset, model))
         save_checkpoint(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
     summary["encoder"] = str(run_dir / ENCODER_DIR)
     return summary
+
+
+def _calibration_batches(dataset, model, images: int = 32, batch: int = 8) -> list:
+    """The first `images` pre-training images (fixed, unaugmented order), as pixel batches on the
+    model's device."""
+    import torch
+
+    device = next(model.parameters()).device
+    count = min(images, len(dataset))
+    pixels = [dataset[i]["image"] for i in range(count)]
+    return [torch.stack(pixels[i:i + batch]).to(device) for i in range(0, count, batch)]

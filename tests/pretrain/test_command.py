@@ -55,6 +55,8 @@ def test_run_writes_metrics_pictures_checkpoints_and_encoder(finished_run):
     provenance = meta["provenance"]
     assert provenance["mask_ratio"] == 0.75 and provenance["image_size"] == 64
     assert provenance["epochs_completed"] == 1 and provenance["data"]
+    calibration = provenance["neck_calibration"]  # random init: the untrained neck was calibrated
+    assert calibration["images"] == 4 and abs(calibration["std_after"] - 1) < 1e-2
 
 
 def test_saved_encoder_loads_into_a_fresh_model(finished_run):
