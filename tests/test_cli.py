@@ -29,3 +29,17 @@ def test_module_entry_point_runs_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "samadapt", "no-such-command"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from samadapt.data import phantoms
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "p" / "images"))
+
+    monkeypatch.setattr(phantoms, "generate_phantoms", full_disk)
+    assert main(["phantom", "--n", "2", "--size", "40", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left" in err[0] and "images" in err[0]
