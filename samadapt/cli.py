@@ -130,17 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message(), code if code else EXIT_USER_ERROR)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except OSError as exc:
-        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            if debug:
-                raise
-            return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
-        # the disk, not the program: say where, so the user can free space or choose another --out
-        where = f" writing {exc.filename}" if exc.filename else ""
-        return _fail(f"no space left on the device{where}; free some space or write elsewhere", EXIT_USER_ERROR)
     except Exception as exc:  # a bug, not bad input: one line unless --debug
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # the disk, not the program: say where, so the user can free space or choose another --out
+            where = f" writing {exc.filename}" if exc.filename else ""
+            return _fail(f"no space left on the device{where}; free some space or write elsewhere", EXIT_USER_ERROR)
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
     return int(result) if isinstance(result, int) else 0
 

@@ -66,9 +66,8 @@ def segment_with_prompts(model, unit: np.ndarray, gt: np.ndarray, num_classes: i
 
 def evaluate_baseline(model, cases, classes: list[str], out_dir, kind: str, overlays: bool = True):
     """Score the `kind` prompt baseline on labelled `cases` (3D cases slice by slice)."""
-    from samadapt.data.preprocess import stack_slices
+    from samadapt.data.preprocess import stack_slices, unit_image
     from samadapt.fewshot.evaluate import evaluate_predictions
-    from samadapt.data.preprocess import unit_image
     from samadapt.fewshot.items import unit_volume_slices
 
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -123,8 +123,8 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
         write_label_volume,
         write_mask_png,
     )
-    from samadapt.engine.atomic import ensure_writable_dir
     from samadapt.data.preprocess import unit_image
+    from samadapt.engine.atomic import ensure_writable_dir
 
     files, volumes = collect_inputs(input_path)
     out_dir = ensure_writable_dir(out_dir)

@@ -50,7 +50,7 @@ def calibrate_neck(model, batches) -> dict:
     mean, std = embedding_statistics(model, batches)
     scale = 1.0 / std.clamp(min=1e-6)
     convs = model.hf.vision_encoder.neck.convs
-    for index in (STRIDE16, STRIDE32):  # both terms of the sum get the same per-channel scale
+    for index in (STRIDE16, STRIDE32):  # both terms of the sum get the same scale
         convs[index].weight.mul_(scale)
         convs[index].bias.mul_(scale)
     convs[STRIDE16].bias.sub_(mean * scale)

@@ -179,8 +179,9 @@ def _plain_encode(model, pixel_values):
 def accelerate(model, *, compile: bool = True, fast: bool = True, announce: bool = True, precision: str = "fp32"):
     """Route `model.encode` through a `FastEncoder` (in place; returns the model).
 
-    `fast=False` leaves the model untouched (the plain path); `precision` is `FastEncoder`'s. Models the fast path does not cover
-    (SAM's ViT) keep their plain `encode`, with a one-line notice when `announce`.
+    `fast=False` leaves the model untouched (the plain path); `precision` is `FastEncoder`'s. Models
+    the fast path does not cover (SAM's ViT) keep their plain `encode`, with a one-line notice when
+    `announce`.
     """
     if not fast:
         return model
