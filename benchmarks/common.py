@@ -77,3 +77,12 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sd' to 3 decimals; one value alone; '–' for none (report tables over folds or seeds)."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"

@@ -10,9 +10,10 @@ Each fold's value is the mean over that fold's held-out cases; the ± is the sd 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
+
+from benchmarks.common import mean_sd
 
 
 def fold_values(out: Path, model: str) -> dict[str, dict[str, list[float]]]:
@@ -27,12 +28,6 @@ def fold_values(out: Path, model: str) -> dict[str, dict[str, list[float]]]:
     return values
 
 
-def _cell(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "–"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def main(out: Path, models: list[str]) -> str:
     table = {model: fold_values(out, model) for model in models}
     classes = list(dict.fromkeys(name for model in models for name in table[model]))
@@ -40,7 +35,7 @@ def main(out: Path, models: list[str]) -> str:
              "| --- | --- |" + " --- | --- |" * len(classes)]
     for model in models:
         folds = max((len(m["dice"]) for m in table[model].values()), default=0)
-        cells = [f"{_cell(table[model].get(c, {}).get('dice', []))} | {_cell(table[model].get(c, {}).get('iou', []))}"
+        cells = [f"{mean_sd(table[model].get(c, {}).get('dice', []))} | {mean_sd(table[model].get(c, {}).get('iou', []))}"
                  for c in classes]
         lines.append(f"| {model} | {folds} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"

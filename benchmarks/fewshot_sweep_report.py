@@ -16,6 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from benchmarks.common import mean_sd
+
 RUN = re.compile(r"k(\d+)_s(\d+)$")
 ENCODER_LABELS = {"random": "random-init encoder", "mae": "MAE encoder (own images)"}
 
@@ -36,12 +38,6 @@ def collect(out: Path) -> list[dict]:
     return rows
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def table(rows: list[dict], metric: str) -> str:
     classes = list(dict.fromkeys(r["class"] for r in rows if r["class"] != "mean")) + ["mean"]
     lines = [f"| encoder | shots | {' | '.join(classes)} |", "| --- | --- |" + " --- |" * len(classes)]
@@ -50,7 +46,7 @@ def table(rows: list[dict], metric: str) -> str:
             cells = []
             for name in classes:
                 values = [r[metric] for r in rows if (r["encoder"], r["shots"], r["class"]) == (encoder, shots, name)]
-                cells.append(_mean_sd(values) if values else "–")
+                cells.append(mean_sd(values))
             lines.append(f"| {ENCODER_LABELS.get(encoder, encoder)} | {shots} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
