@@ -56,6 +56,7 @@ def finetune(
     seed: int = typer.Option(0, "--seed"),
     patience: int | None = typer.Option(None, "--patience", help="Stop after this many epochs without a better val Dice."),
     keep: str = typer.Option("best", "--keep", help="Model to save: best (by val Dice) or last (fixed budget; honest cross-validation)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 (also on CPU: ~1.4x faster with bf16 units) or fp16 (GPU)."),
     workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -84,7 +85,7 @@ def finetune(
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
         tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
-        keep=keep, num_workers=workers, resume=resume,
+        keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports

@@ -52,6 +52,9 @@ class FinetuneConfig:
     # budget, so that in cross-validation the held-out fold is scored but never used for selection.
     keep: str = "best"
     grad_clip: float | None = 1.0
+    # "auto": bf16 autocast on GPUs that have it, fp32 on CPU; "bf16" opts in on CPU too (faster on
+    # CPUs with bf16 units, results differ slightly from fp32); see engine.callbacks.resolve_precision
+    precision: str = "auto"
     num_workers: int = 0
     resume: bool = False
     progress: bool = True
@@ -153,6 +156,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.data.torch_datasets import SegmentationDataset
     from samadapt.engine import checkpoint as engine_ckpt
     from samadapt.engine.atomic import check_output_dir
+    from samadapt.engine.callbacks import resolve_precision
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
@@ -165,6 +169,8 @@ def finetune(config: FinetuneConfig) -> dict:
     for name, value in (("--lr", config.lr), ("--encoder-lr", config.encoder_lr)):
         if value is not None and not value > 0:
             raise UserError(f"{name} {value}: must be > 0")
+    # the device the trainer will pick, so an impossible precision fails before any work
+    resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if config.repeat < 1:
         raise UserError(f"--repeat {config.repeat}: must be at least 1")
     if config.num_workers < 0:
@@ -190,10 +196,12 @@ def finetune(config: FinetuneConfig) -> dict:
     def step_fn(net, batch):
         prompts = simulate_prompts(batch["mask"], n_classes, config.prompt)
         target = one_hot_targets(batch["mask"], n_classes)
+        # Losses in fp32 whatever the autocast precision: sigmoids and Dice sums lose too much in bf16.
         if not config.presence:
-            logits = full_size_logits(net, batch["image"], **prompts)
+            logits = full_size_logits(net, batch["image"], **prompts).float()
             return loss_fn(logits, target, batch["valid"]), {}, batch["image"].shape[0]
         logits, presence = full_size_logits(net, batch["image"], return_presence=True, **prompts)
+        logits, presence = logits.float(), presence.float()
         segmentation = loss_fn(logits, target, batch["valid"])
         present = presence_targets(target, batch["valid"])
         gate = torch.nn.functional.binary_cross_entropy_with_logits(presence, present)
@@ -205,7 +213,7 @@ def finetune(config: FinetuneConfig) -> dict:
         scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
         validate_fn=lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
         monitor=VAL_METRIC, monitor_mode="max", patience=config.patience, grad_clip=config.grad_clip,
-        resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
+        precision=config.precision, resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
         drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))],
         # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
         ddp_kwargs={"find_unused_parameters": True},

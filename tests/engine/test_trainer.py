@@ -120,3 +120,27 @@ def test_nan_loss_is_a_user_error_naming_the_step(tmp_path):
 def test_bad_settings_are_user_errors(tmp_path, bad, message):
     with pytest.raises(UserError, match=message):
         _trainer(tmp_path, **bad)
+
+
+def test_precision_on_cpu_is_fp32_unless_bf16_is_asked_for():
+    from samadapt.engine.callbacks import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (None, False)
+    assert resolve_precision("fp32", cpu) == (None, False)
+    assert resolve_precision("bf16", cpu) == (torch.bfloat16, False)
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+
+
+def test_bf16_autocast_reaches_the_step_function(tmp_path):
+    seen = []
+
+    def step(model, batch):
+        x, y = batch
+        out = model(x)
+        seen.append(out.dtype)
+        return torch.nn.functional.mse_loss(out.float(), y), {}, x.shape[0]
+
+    _trainer(tmp_path, step_fn=step, precision="bf16").fit(1)
+    assert seen and set(seen) == {torch.bfloat16}

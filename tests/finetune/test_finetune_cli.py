@@ -164,3 +164,23 @@ def test_presence_gate_trains_and_is_restored(anatomy, tmp_path, capsys):
     code, _, err = run_cli(["finetune", "--data", anatomy[0], "--split", anatomy[1], "--out", tmp_path / "unet",
                             "--model", "unet", "--image-size", "64", "--presence"], capsys)
     assert code == 2 and "presence" in err and not (tmp_path / "unet").exists()
+
+
+def test_bf16_precision_trains_and_is_recorded(anatomy, tmp_path, capsys):
+    from samadapt.engine.checkpoint import load_checkpoint
+
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--precision", "bf16")
+    assert code == 0, err
+    assert read_json(tmp_path / "run" / "config.json")["precision"] == "bf16"
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert meta["trainer"]["precision"] == "bf16"
+    assert torch.isfinite(torch.tensor(read_json(tmp_path / "run" / "summary.json")["last_train"]["loss"]))
+
+
+@pytest.mark.parametrize("value, message", [("fp8", "--precision 'fp8'"), ("fp16", "fp16 needs a CUDA GPU")])
+def test_impossible_precision_is_refused_before_any_work(value, message, anatomy, tmp_path, capsys):
+    if value == "fp16" and torch.cuda.is_available():
+        pytest.skip("fp16 is valid on a CUDA machine")
+    code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--precision", value)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
