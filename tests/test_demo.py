@@ -139,3 +139,17 @@ def test_report_screenshot_renders(quick_demo, tmp_path):
     picture = Image.open(shot).convert("L")
     assert picture.size == (1200, 3000)
     assert len(set(picture.resize((60, 150)).getdata())) > 20  # text and figures, not an empty page
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_full_demo_uses_bf16_only_where_it_is_fast(native, monkeypatch):
+    from samadapt.demo import pipeline
+    from samadapt.demo.budget import FULL, QUICK
+    from samadapt.models.fast import encoder
+
+    monkeypatch.setattr(encoder, "native_bf16_cpu", lambda: native)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline.finetune_precision(FULL) == ("bf16" if native else "auto")
+    assert pipeline.finetune_precision(QUICK) == "auto"

@@ -136,6 +136,7 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
     on the held-out test cases."""
     from samadapt.finetune.training import FinetuneConfig, finetune
 
+    precision = finetune_precision(budget)
     runs = {}
     for label, init in zip(RUN_LABELS, ("random", f"mae:{pretrain['run']}")):
         run_dir = out / "finetune" / label
@@ -143,15 +144,29 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
             data=data["dataset"], split=data["splits"], out=str(run_dir), model=MODEL,
             image_size=budget.finetune_size, init=init, loss="dice+bce", train=budget.finetune_train,
             epochs=budget.finetune_epochs, batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed,
-            keep="best", progress=True, presence=budget.finetune_presence,
+            keep="best", progress=True, presence=budget.finetune_presence, precision=precision,
         )
-        print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}")
+        print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}, "
+              f"{'bf16 autocast' if precision == 'bf16' else 'fp32'}")
         summary = finetune(config)
         runs[label] = {"run": str(run_dir), "init": init, "best_val_dice": summary["best"]["value"],
                        "best_step": summary["best"]["step"], "epochs": summary["epochs_completed"],
                        "seconds_per_epoch": summary["seconds_per_epoch"], "parameters": summary["parameters"],
-                       "curves_csv": str(run_dir / "epoch.csv")}
+                       "curves_csv": str(run_dir / "epoch.csv"), "precision": precision}
     return runs
+
+
+def finetune_precision(budget: Budget) -> str:
+    """bf16 autocast when the budget asks for it and this machine has bf16 matrix units (CPU) or
+    bf16 support (GPU); elsewhere bf16 would be emulated and slower than fp32, so "auto"."""
+    import torch
+
+    from samadapt.models.fast.encoder import native_bf16_cpu
+
+    if not budget.finetune_bf16:
+        return "auto"
+    fast = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else native_bf16_cpu()
+    return "bf16" if fast else "auto"
 
 
 def evaluate_finetuned(out: Path, data: dict, runs: dict) -> dict:
