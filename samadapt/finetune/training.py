@@ -157,6 +157,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.engine import checkpoint as engine_ckpt
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.callbacks import resolve_precision
+    from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
@@ -182,6 +183,9 @@ def finetune(config: FinetuneConfig) -> dict:
     dataset, splits, train_cases, val_cases = prepare_data(config)
     require_readable(train_cases + val_cases)  # a broken image or foreign label fails before any model work
     classes = dataset.class_names
+    # --seed fixes the random weights (encoder, decoder, class prompts) too, not only the data order;
+    # the same on every rank under DDP
+    seed_everything(config.seed)
     model, provenance = build_model(config, classes)
     counts = model.configure_trainable(config.train, config.freeze_stages)
     groups = model.param_groups(config.lr, config.encoder_lr, config.weight_decay, config.layer_decay)

@@ -157,6 +157,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
+    from samadapt.engine.distributed import seed_everything
     from samadapt.models.checkpoint import save_checkpoint
     from samadapt.pretrain.calibrate import calibrate_neck
     from samadapt.pretrain.masking import random_unit_mask
@@ -167,6 +168,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     if resume and not (run_dir / "checkpoints").is_dir():
         raise UserError("cannot resume: no checkpoints in this run folder", run_dir)
     dataset = build_dataset(config)
+    seed_everything(config.seed)  # random-init weights follow --seed (and match on every rank)
     model, mae = build_model(config)
     grid = unit_grid(config.image_size)
 

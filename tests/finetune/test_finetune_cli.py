@@ -184,3 +184,18 @@ def test_impossible_precision_is_refused_before_any_work(value, message, anatomy
     code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--precision", value)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_same_seed_same_model_whatever_ran_before(anatomy, tmp_path, capsys):
+    """--seed fixes the random initial weights too, so a run does not depend on what the process did
+    before it (the demo fine-tunes after pre-training in the same process)."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for attempt in range(2):
+        torch.randn(1000 * (attempt + 1))  # use up a different amount of the global RNG each time
+        code, _, err = _finetune(*anatomy, tmp_path / f"run{attempt}", capsys, "--epochs", "1", "--seed", "3")
+        assert code == 0, err
+        weights.append(load_file(tmp_path / f"run{attempt}" / "model" / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
