@@ -88,7 +88,7 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
     mean_row = next(r for r in results["compare"]["comparisons"] if r["class"] == "mean over classes")
     rows.append(("MAE init − random init (Dice)", _fmt(mean_row["mean_difference"], signed=True),
                  f"95% CI [{_fmt(mean_row['ci_low'], signed=True)}, {_fmt(mean_row['ci_high'], signed=True)}], "
-                 f"Wilcoxon p {_fmt(mean_row['wilcoxon_p'])}"))
+                 f"Wilcoxon p {_fmt_p(mean_row['wilcoxon_p'])}"))
     for sweep in results["fewshot"]["sweeps"]:
         for row in sweep.get("rows", []):
             rows.append((f"few-shot, {sweep['label']}, {row['shots']} shot(s): Dice", _fmt(row["dice"]["mean"]),
@@ -100,6 +100,13 @@ def _fmt(value, signed: bool = False) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _fmt_p(value) -> str:
+    """A p-value as a reader expects it: "< 0.001" rather than a rounded-down 0.000."""
+    if value is not None and value == value and value < 0.001:
+        return "< 0.001"
+    return _fmt(value)
 
 
 def print_summary(console, results: dict, report: Path) -> None:
