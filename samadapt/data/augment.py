@@ -3,14 +3,21 @@
 Image, mask and valid-region are transformed together (bilinear for the image, nearest for the mask
 and the valid region), so labels stay aligned with pixels. Randomness is re-seeded per sample from
 (seed, epoch, index): results do not depend on DataLoader worker count or scheduling.
+
+Left/right classes: a mirrored chest shows its right lung on the side where the left one was. When
+the class names come in pairs that differ only by a `left`/`right` word (`left_lung`/`right_lung`),
+the horizontal flip also swaps the two labels, so laterality stays learnable; unpaired classes are
+left as they are.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
+from monai.transforms import MapTransform, RandomizableTransform
 
 SPATIAL_KEYS = ("image", "mask", "valid")
 
@@ -26,11 +33,59 @@ class AugmentConfig:
     prob: float = 0.5
 
 
+def mirror_label_map(class_names: list[str] | None) -> torch.Tensor | None:
+    """Lookup table (C + 1,) int64 that maps each label to its mirror image's label: label k of a
+    `left...` class <-> label j of the same name with `right` (word-wise, any case); None when no
+    class has a partner."""
+    if not class_names:
+        return None
+    swap = {"left": "right", "right": "left"}
+
+    def partner(name: str) -> str:
+        return re.sub(r"(?i)(?<![a-z])(left|right)(?![a-z])",
+                      lambda m: _same_case(swap[m.group(1).lower()], m.group(1)), name)
+
+    index = {name: label for label, name in enumerate(class_names, start=1)}
+    table = torch.arange(len(class_names) + 1)
+    for name, label in index.items():
+        other = partner(name)
+        if other != name and other in index:
+            table[label] = index[other]
+    return table if bool((table != torch.arange(len(table))).any()) else None
+
+
+def _same_case(word: str, like: str) -> str:
+    return word.upper() if like.isupper() else word.capitalize() if like[0].isupper() else word
+
+
+class RandMirrord(RandomizableTransform, MapTransform):
+    """Flip the last axis of `keys` with probability `prob`; with `label_map`, also relabel
+    `label_key` through it (left/right classes swap)."""
+
+    def __init__(self, keys, prob: float, label_key: str = "mask", label_map: torch.Tensor | None = None):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.label_key, self.label_map = label_key, label_map
+
+    def __call__(self, data: dict) -> dict:
+        out = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return out
+        for key in self.key_iterator(out):
+            out[key] = torch.flip(torch.as_tensor(out[key]), dims=(-1,))
+        if self.label_map is not None and self.label_key in out:
+            labels = torch.as_tensor(out[self.label_key])
+            out[self.label_key] = self.label_map[labels.round().long()].to(labels.dtype)
+        return out
+
+
 class Augmentation:
     """Callable on a sample dict with `image` (3, S, S) float in [0, 1], optional `mask` (S, S)
-    int64 and `valid` (S, S) bool; returns a new dict with the same keys, shapes and dtypes."""
+    int64 and `valid` (S, S) bool; returns a new dict with the same keys, shapes and dtypes.
+    `class_names` (labels 1..C of the mask) lets the horizontal flip swap left/right classes."""
 
-    def __init__(self, config: AugmentConfig | None = None, seed: int = 0):
+    def __init__(self, config: AugmentConfig | None = None, seed: int = 0, class_names: list[str] | None = None):
         from monai.transforms import (
             Compose,
             RandAdjustContrastd,
@@ -47,8 +102,9 @@ class Augmentation:
         c = self.config
         keys = list(SPATIAL_KEYS)
         steps = []
+        self.mirror_labels = mirror_label_map(class_names)
         if c.horizontal_flip:
-            steps.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=1, allow_missing_keys=True))
+            steps.append(RandMirrord(keys=keys, prob=0.5, label_map=self.mirror_labels))
         if c.vertical_flip:
             steps.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=0, allow_missing_keys=True))
         if c.rotate_degrees or c.scale:
@@ -90,6 +146,6 @@ class Augmentation:
         return out
 
 
-def build_augmentation(seed: int = 0, **options) -> Augmentation:
+def build_augmentation(seed: int = 0, class_names: list[str] | None = None, **options) -> Augmentation:
     """`Augmentation` with `AugmentConfig(**options)`; e.g. `build_augmentation(3, vertical_flip=True)`."""
-    return Augmentation(AugmentConfig(**options), seed=seed)
+    return Augmentation(AugmentConfig(**options), seed=seed, class_names=class_names)

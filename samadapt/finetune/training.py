@@ -191,7 +191,7 @@ def finetune(config: FinetuneConfig) -> dict:
     groups = model.param_groups(config.lr, config.encoder_lr, config.weight_decay, config.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
-    augment = EpochAugmentation(build_augmentation(config.seed)) if config.augment else None
+    augment = EpochAugmentation(build_augmentation(config.seed, class_names=classes)) if config.augment else None
     train_data = SegmentationDataset(train_cases * config.repeat, config.image_size, classes, augment=augment)
     val_data = SegmentationDataset(val_cases, config.image_size, classes)
     val_loader = torch.utils.data.DataLoader(val_data, batch_size=config.batch_size, shuffle=False)
