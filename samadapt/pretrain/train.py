@@ -155,9 +155,9 @@ def make_optimizer(module, lr: float, weight_decay: float):
 def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
     """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
     from samadapt.engine.atomic import check_output_dir
+    from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
-    from samadapt.engine.distributed import seed_everything
     from samadapt.models.checkpoint import save_checkpoint
     from samadapt.pretrain.calibrate import calibrate_neck
     from samadapt.pretrain.masking import random_unit_mask
