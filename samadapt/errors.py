@@ -6,6 +6,7 @@ reported as an internal error (traceback only with `--debug`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -24,7 +25,7 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))
 
 
-def require(condition: bool, message: str, path: str | Path | None = None) -> None:
-    """Raise `UserError(message)` unless `condition` holds."""
-    if not condition:
-        raise UserError(message, path)
+def warn(message: str) -> None:
+    """One line on stderr for what the user must know but that does not stop the command (a number
+    that may mislead, a silent default): stdout stays the command's result."""
+    print(f"samadapt: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)

@@ -1,13 +1,23 @@
 """Loss ablation: the same fine-tuning setup trained once per loss preset, compared in one table.
 
 Every run shares the data, split, folds, model, initialisation, budget and seed; only the loss
-changes. Each run is evaluated on the held-out part of its fold (`val` by default: in k-fold
-cross-validation that is the fold's unseen patients) with the shared evaluation report, and the
-per-case scores (mean over classes) of all folds are pooled into mean ± sd.
+changes. A score must come from cases that chose nothing, so each run is scored on a part that
+took no part in selecting its checkpoint:
+
+- the splits have a test part: every fold's model is scored on it (`--keep best` selects on the
+  fold's val part, which is then never scored);
+- no test part: each fold's val part is scored, and the model of the last epoch is kept (`--keep
+  best` would select the checkpoint on the very cases it is scored on, so it becomes `last`, with
+  a warning).
+
+Scores use the shared evaluation report; the per-case scores (mean over classes) of all folds are
+pooled into mean ± sd (with a test part, each fold's model adds its own score of every test case).
+The table records the scored part and the kept checkpoint.
 
 Layout of OUT::
 
-    <loss>/fold<k>/        the fine-tuning run (reused when it already holds a model)
+    <loss>/fold<k>/        the fine-tuning run (reused when it holds a model trained with the same
+                           settings; a finished run with other settings is refused)
     <loss>/fold<k>/eval/   its evaluation report
     ablation.md, ablation.csv, ablation.json
 """
@@ -21,7 +31,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 
 METRICS = ("dice", "iou")
 
@@ -71,7 +81,44 @@ def _case_scores(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {case: {m: (sum(v[m]) / len(v[m]) if v[m] else math.nan) for m in METRICS} for case, v in by_case.items()}
 
 
-def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | None = None, part: str = "val") -> dict:
+def scored_part(splits: dict, keep: str) -> tuple[str, str]:
+    """(part to score, checkpoint to keep) such that no scored case selected the checkpoint."""
+    if splits["test"]["cases"]:
+        return "test", keep
+    if keep == "best":
+        warn("the splits have no test part: scoring each fold's val part and keeping the last epoch "
+             "(--keep best would select the checkpoint on the scored cases)")
+    return "val", "last"
+
+
+def _comparable(settings: dict) -> dict:
+    # Paths are compared resolved, so a rerun from another working folder still matches.
+    out = json.loads(json.dumps(settings, default=str))
+    for key in ("data", "split"):
+        if isinstance(out.get(key), str):
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def check_reusable(run_dir: Path, config) -> None:
+    """Refuse a finished run folder that was trained with other settings than `config`."""
+    from samadapt.finetune.runs import CONFIG_FILE
+
+    try:
+        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"finished run without a readable {CONFIG_FILE}: cannot tell how it was trained; "
+                        "remove it or choose another --out", run_dir) from None
+    saved, wanted = _comparable(saved), _comparable(config.run_settings())
+    differ = [key for key in sorted(wanted) if saved.get(key, "<absent>") != wanted[key]]
+    if differ:
+        key = differ[0]
+        raise UserError(f"finished run was trained with other settings ({len(differ)} differ, e.g. {key} "
+                        f"{saved.get(key, '<absent>')!r} here vs {wanted[key]!r} now): remove it or choose "
+                        "another --out", run_dir)
+
+
+def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | None = None) -> dict:
     """Train and evaluate every (loss preset, fold); returns the table also written to OUT."""
     from samadapt.data.dataset import load_dataset
     from samadapt.data.splits import load_splits
@@ -85,14 +132,21 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
     presets = parse_presets(losses)
     splits = load_splits(base.split, load_dataset(base.data))
     fold_list = parse_folds(folds, len(splits["splits"]))
+    part, keep = scored_part(splits, base.keep)
+    base = replace(base, keep=keep)
+    configs = {(preset, fold): replace(base, loss=LOSS_PRESETS[preset], fold=fold, out=str(out / preset / f"fold{fold}"),
+                                       resume=(out / preset / f"fold{fold}" / "checkpoints").is_dir())
+               for preset in presets for fold in fold_list}
+    for config in configs.values():  # a mismatched folder fails now, not after hours of training
+        if is_run_dir(config.out):
+            check_reusable(Path(config.out), config)
     rows, per_case = [], []
     for preset in presets:
         pooled: list[dict[str, float]] = []
         for fold in fold_list:
-            run_dir = out / preset / f"fold{fold}"
-            if not is_run_dir(run_dir):
-                finetune(replace(base, loss=LOSS_PRESETS[preset], fold=fold, out=str(run_dir),
-                                 resume=(run_dir / "checkpoints").is_dir()))
+            run_dir = Path(configs[preset, fold].out)
+            if not is_run_dir(run_dir):  # an interrupted run resumes; the trainer refuses other settings
+                finetune(configs[preset, fold])
             run = load_run(run_dir)
             cases = split_cases_for_run(Path(base.data), Path(base.split), part, fold, run.class_names)
             result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
@@ -100,11 +154,11 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
             for case, scores in _case_scores(result.rows).items():
                 pooled.append(scores)
                 per_case.append({"loss": preset, "fold": fold, "case_id": case, **scores})
-        row = {"loss": preset, "spec": LOSS_PRESETS[preset], "n": len(pooled)}
+        row = {"loss": preset, "spec": LOSS_PRESETS[preset], "part": part, "keep": keep, "n": len(pooled)}
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = _mean_sd([s[metric] for s in pooled])
         rows.append(row)
-    table = {"data": str(base.data), "split": str(base.split), "part": part, "folds": fold_list,
+    table = {"data": str(base.data), "split": str(base.split), "part": part, "keep": keep, "folds": fold_list,
              "model": base.model, "init": base.init, "train": base.train, "epochs": base.epochs,
              "image_size": base.image_size, "seed": base.seed, "rows": rows, "per_case": per_case}
     _write_table(out, table)
@@ -112,7 +166,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
 
 
 def _write_table(out: Path, table: dict) -> None:
-    columns = ["loss", "spec", "n", "dice_mean", "dice_sd", "iou_mean", "iou_sd"]
+    columns = ["loss", "spec", "part", "keep", "n", "dice_mean", "dice_sd", "iou_mean", "iou_sd"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -122,8 +176,8 @@ def _write_table(out: Path, table: dict) -> None:
     (out / "ablation.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
     lines = [f"# Loss ablation: {table['model']} ({table['train']}, init {table['init']}), "
              f"{table['epochs']} epochs, seed {table['seed']}",
-             "", f"Scored on the {table['part']} part of folds {table['folds']}; mean ± sd over cases "
-             "(each case: mean over classes).", "",
+             "", f"Scored on the {table['part']} part, models of folds {table['folds']} (checkpoint kept: "
+             f"{table['keep']}); mean ± sd over cases (each case: mean over classes).", "",
              "| loss | spec | cases | Dice | IoU |", "| --- | --- | ---: | --- | --- |"]
     for row in table["rows"]:
         lines.append(f"| {row['loss']} | `{row['spec']}` | {row['n']} | {row['dice_mean']:.4f} ± {row['dice_sd']:.4f} "

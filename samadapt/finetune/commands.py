@@ -112,7 +112,7 @@ def ablate_loss(
     encoder_lr: float | None = typer.Option(None, "--encoder-lr"),
     seed: int = typer.Option(0, "--seed"),
     patience: int | None = typer.Option(None, "--patience"),
-    keep: str = typer.Option("best", "--keep", help="best (by val Dice) or last: with last, the folds' val parts are true held-out tests."),
+    keep: str = typer.Option("best", "--keep", help="best (by val Dice; the splits' test part is then scored) or last. Without a test part the val parts are scored and last is kept."),
     repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch."),
     threads: int | None = typer.Option(None, "--threads"),
 ) -> None:
@@ -134,4 +134,4 @@ def ablate_loss(
     for row in table["rows"]:
         print(f"{row['loss']:>14}: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f}, "
               f"IoU {row['iou_mean']:.4f} ± {row['iou_sd']:.4f} ({row['n']} cases)")
-    print(f"-> {out / 'ablation.md'}")
+    print(f"scored on the {table['part']} part, checkpoint kept: {table['keep']} -> {out / 'ablation.md'}")
