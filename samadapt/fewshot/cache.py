@@ -50,7 +50,7 @@ class ModelIdentity:
 
     name: str
     image_size: int
-    weights: str | None  # path as given, or None for seeded random weights
+    weights: str | None  # resolved path, or None for seeded random weights
     weights_fingerprint: str
 
     def to_dict(self) -> dict:
@@ -99,7 +99,8 @@ def model_identity(name: str, weights: str | Path | None, image_size: int) -> Mo
 
     spec = get_spec(name)
     spec.check_image_size(image_size)
-    return ModelIdentity(spec.name, int(image_size), None if weights is None else str(weights),
+    # Resolved: training later rebuilds the encoder from this path, whatever its working folder.
+    return ModelIdentity(spec.name, int(image_size), None if weights is None else str(Path(weights).resolve()),
                          weights_fingerprint(weights))
 
 
@@ -143,6 +144,22 @@ class FeatureCache:
                             "rebuild it with `samadapt fewshot cache`", self.directory)
         if self.manifest.get("preprocess") != PREPROCESS_VERSION:
             raise UserError("cache was built with another preprocessing version: rebuild it", self.directory)
+
+    def check_weights(self) -> str | None:
+        """The weights the features were made with, after checking that the file is still the same.
+
+        Training rebuilds the encoder from this path and saves it with the decoder; replaced weights
+        would pair a decoder trained on the cached features with another encoder."""
+        weights = self.identity.weights
+        if weights is None:
+            return None
+        if not Path(weights).exists():
+            raise UserError("the weights this feature cache was built with are gone: restore them or rebuild the "
+                            "cache with `samadapt fewshot cache`", weights)
+        if weights_fingerprint(weights) != self.identity.weights_fingerprint:
+            raise UserError("weights changed since the feature cache was built (fingerprint differs): rebuild the "
+                            f"cache {self.directory} with `samadapt fewshot cache`", weights)
+        return weights
 
     def entry(self, item_id: str) -> dict:
         if item_id not in self.entries:

@@ -183,10 +183,11 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     check_output_dir(run_dir)
     cache = FeatureCache(cache_dir)
     cache.check_model(model_name, image_size)
+    weights = cache.check_weights()
     items, pool_size = select_shots(support_cases, classes, config.shots, config.seed)
     support = load_support(items, classes, cache)
     identity = cache.identity
-    sam = build_frozen_model(identity.name, identity.weights, identity.image_size)
+    sam = build_frozen_model(identity.name, weights, identity.image_size)
     segmenter = FewShotSegmenter(sam)
     with torch.no_grad():
         support.positions = sam.dense_positional_encoding(1)[0].detach().clone()

@@ -130,6 +130,27 @@ def test_cached_features_match_a_fresh_encoder_pass(phantom_2d, cache_2d):
     torch.testing.assert_close(cached.embedding, fresh.embedding, atol=2e-2, rtol=1e-2)
 
 
+def test_training_refuses_a_cache_whose_weights_file_was_replaced(phantom_2d, tmp_path, monkeypatch):
+    from samadapt.fewshot.cache import build_frozen_model
+
+    monkeypatch.chdir(tmp_path)
+    Path("weights.pt").write_bytes(b"the weights the features were made with")
+    cases = load_dataset(phantom_2d).cases[:2]
+    # The encoder is passed in, so the cache records the file's path and fingerprint without loading it.
+    build_cache(cases, "cache", MODEL, "weights.pt", SIZE, model=build_frozen_model(MODEL, None, SIZE))
+    cache = FeatureCache("cache")
+    assert cache.identity.weights == str(tmp_path / "weights.pt")  # resolved, not relative to the caller
+    assert cache.check_weights() == str(tmp_path / "weights.pt")
+    Path("weights.pt").write_bytes(b"other weights under the same name")
+    config = FewShotConfig(shots=2, epochs=1, prototypes_per_class=1)
+    with pytest.raises(UserError, match="weights changed since the feature cache was built") as error:
+        train_fewshot(cases, load_dataset(phantom_2d).class_names, "cache", "run", config, progress=False)
+    assert str(tmp_path / "weights.pt") in str(error.value) and "\n" not in str(error.value)
+    Path("weights.pt").unlink()
+    with pytest.raises(UserError, match="are gone"):
+        FeatureCache("cache").check_weights()
+
+
 # ----------------------------------------------------------------------------------- training
 def test_training_never_runs_the_encoder_and_saves_a_usable_run(phantom_2d, cache_2d, tmp_path, monkeypatch):
     calls = []
