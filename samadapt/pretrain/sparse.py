@@ -175,17 +175,22 @@ def _packed_attention(block, q, k, v, units, grid, unit_side, cache: dict) -> to
         base = groups.slot_unit[:, :, None] * per_unit + torch.arange(per_unit, device=q.device)
         return base.reshape(n_groups, slots * per_unit)
 
-    # The zero-padding keys of SAM2's window partition: key/value = the qkv layer's bias. One extra
-    # row appended to the key/value source, gathered as the last key of every window.
+    # The zero-padding keys of SAM2's window partition: key/value = the qkv layer's bias, appended as
+    # the last key of every window. Broadcast (expand), not gathered: a gather that repeats one row
+    # N times accumulates N gradients in thread order in the backward, and the bias then differs
+    # run to run at 2+ threads. Duplicate gathers below only ever repeat rows whose gradient is 0
+    # (masked keys, dropped queries), so they stay bit-reproducible.
     bias = block.attn.qkv.bias
     bias = torch.zeros(3 * heads * hd, dtype=q.dtype, device=q.device) if bias is None else bias
     pad_k, pad_v = bias.view(3, heads, hd)[1:].to(q.dtype).unbind(0)
     key_rows = token_rows(tk)
-    key_rows = torch.cat([key_rows, key_rows.new_full((n_groups, 1), batch * n_visible * tk)], dim=1)
-    k_src = torch.cat([k.reshape(-1, heads, hd), pad_k[None]])
-    v_src = torch.cat([v.reshape(-1, heads, hd), pad_v[None]])
+
+    def with_pad(rows: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:  # (N, heads, M * tk + 1, hd)
+        return torch.cat([rows, pad.expand(n_groups, 1, heads, hd)], dim=1).transpose(1, 2)
+
     qp = q.reshape(-1, heads, hd)[token_rows(tq)].transpose(1, 2)  # (N, heads, M * tq, hd)
-    kp, vp = k_src[key_rows].transpose(1, 2), v_src[key_rows].transpose(1, 2)
+    kp = with_pad(k.reshape(-1, heads, hd)[key_rows], pad_k)
+    vp = with_pad(v.reshape(-1, heads, hd)[key_rows], pad_v)
     key_logit = torch.zeros(n_groups, slots, tk, dtype=q.dtype, device=q.device)
     key_logit = key_logit.masked_fill(~groups.slot_valid[:, :, None], -math.inf).reshape(n_groups, -1)
     key_logit = torch.cat([key_logit, groups.pad_logit.to(q.dtype)[:, None]], dim=1)

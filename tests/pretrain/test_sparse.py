@@ -114,3 +114,28 @@ def test_other_window_layouts_sam2_large_style():
     visible = visible_units(mask)
     for sp, ref in zip(sparse_trunk_forward(trunk, pixels, mask), key_masked_trunk_forward(trunk, pixels, mask)):
         assert _close(sp, gather_units(grid_to_units(ref, grid), visible)) < TOL
+
+
+def test_sparse_backward_is_bit_reproducible_with_threads(trunk256):
+    """Two backward passes over the same masked batch give identical gradients at 2 threads: the
+    padding keys must not be a repeated gather, whose gradient sums in thread order."""
+    from samadapt.pretrain.masking import random_unit_mask, unit_grid
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        pixels = torch.randn(8, 3, 256, 256, generator=generator)
+        torch.manual_seed(0)
+        mask = random_unit_mask(8, unit_grid(256), 0.75)
+        grads = []
+        for _ in range(2):
+            trunk256.zero_grad()
+            stages = sparse_trunk_forward(trunk256, pixels, mask)
+            sum(stage.square().mean() for stage in stages).backward()
+            grads.append({n: p.grad.clone() for n, p in trunk256.named_parameters() if p.grad is not None})
+        differing = [n for n in grads[0] if not torch.equal(grads[0][n], grads[1][n])]
+        assert not differing
+    finally:
+        trunk256.zero_grad()
+        torch.set_num_threads(threads)
