@@ -1,31 +1,63 @@
 """`python -m samadapt.engine.launch <torchrun arguments>`: torchrun that reports failed workers
-by their exit code alone.
+in one line, by their exit code or signal.
 
 The workers print their own one-line errors (`samadapt: error: ...`); torchrun would add a
 traceback and a failure report on stderr, which breaks the command line's one-line contract, and
 exit with 1 even when every worker exited with 2 (bad input). This wrapper keeps torchrun's
-behaviour otherwise and exits with 2 when a worker reported bad input, 1 for other failures.
+behaviour otherwise. When every failed worker exited with 2 (besides those torchrun then stopped
+with SIGTERM) it exits with 2 and adds nothing (the workers said why). Any other failure would otherwise go unexplained (a worker killed by the
+kernel's out-of-memory killer prints nothing), so it prints one line naming each failed rank and
+its exit code or signal, and exits with the first such failure's code (128 + N for signal N, as a
+shell reports it).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Mapping
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def failure_report(exit_codes: Mapping[int, int]) -> tuple[int, str | None]:
+    """(exit code, line for stderr or None) for failed workers given as {rank: exit code}; a
+    negative exit code is a signal, as `subprocess` reports it."""
+    from samadapt.errors import EXIT_USER_ERROR
+
+    # Once one worker fails, torchrun stops the others with SIGTERM: consequences, not causes.
+    causes = {rank: code for rank, code in exit_codes.items() if code != -signal.SIGTERM} or dict(exit_codes)
+    other = {rank: code for rank, code in sorted(causes.items()) if code != EXIT_USER_ERROR}
+    if not other:
+        return EXIT_USER_ERROR, None
+    parts = [f"rank {rank} was killed by {_signal_name(-code)}" if code < 0 else f"rank {rank} exited with code {code}"
+             for rank, code in other.items()]
+    bad_input = len(causes) - len(other)
+    if bad_input:
+        parts.append(f"{bad_input} other rank(s) reported bad input")
+    first = next(iter(other.values()))
+    return (128 - first if first < 0 else first), "worker process failed: " + "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from samadapt.errors import EXIT_USER_ERROR
-
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(args)
     except ChildFailedError as exc:
-        codes = {failure.exitcode for failure in exc.failures.values()}
-        return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else 1
+        code, line = failure_report({rank: failure.exitcode for rank, failure in exc.failures.items()})
+        if line is not None:
+            print(f"samadapt: error: {line}", file=sys.stderr, flush=True)
+        return code
     return 0
 
 
