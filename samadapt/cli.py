@@ -58,10 +58,11 @@ def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the stage exists but one of its imports is missing: a real error
-                raise
-            continue
+        except ImportError as exc:
+            # No stage is optional: one that cannot be imported is a broken installation, and
+            # skipping it would make its commands vanish without a word.
+            raise ImportError(f"command module {name} cannot be imported ({type(exc).__name__}: {exc}); "
+                              "the installation is incomplete: reinstall samadapt") from exc
         module.register(app)
     return app
 
@@ -106,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     _INVOKED_ARGS[:] = args
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    command = typer.main.get_command(build_app())
+    try:
+        command = typer.main.get_command(build_app())
+    except ImportError as exc:
+        if debug:
+            raise
+        return _fail(f"internal error: {exc} (rerun with --debug for the traceback)", 1)
     try:
         result = command.main(args=args, prog_name="samadapt", standalone_mode=False)
     except UserError as exc:

@@ -25,6 +25,15 @@ def test_unknown_command_is_one_line_exit_2(capsys):
     assert len(err) == 1 and err[0].startswith("samadapt: error:")
 
 
+def test_a_stage_that_cannot_be_imported_is_never_skipped_silently(capsys, monkeypatch):
+    from samadapt import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "samadapt.no_such_stage.commands"))
+    assert main(["--help"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "samadapt.no_such_stage.commands cannot be imported" in err[0]
+
+
 def test_module_entry_point_runs_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "samadapt", "no-such-command"], capture_output=True, text=True)
     assert proc.returncode == 2
