@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 
 if TYPE_CHECKING:
     from samadapt.engine.trainer import Trainer
@@ -45,13 +45,14 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+def resolve_precision(precision: str, device: torch.device, announce: bool = False) -> tuple[torch.dtype | None, bool]:
     """`(autocast dtype or None for fp32, whether a GradScaler is needed)` for `precision` on `device`.
 
     `auto` means bf16 autocast on CUDA GPUs that support it and plain fp32 elsewhere. On CPU, bf16
     autocast is opt-in: on CPUs with bf16 matrix units (AVX-512 BF16, AMX) it trains SAM2 ~1.4x
     faster, but it rounds activations to 8 mantissa bits, so runs differ from fp32 ones; fp16 has
-    no CPU kernels worth using and is refused.
+    no CPU kernels worth using and is refused. `announce`: say on stderr when `auto` falls back to
+    fp32 on a GPU without bf16 (the run is slower than the user may expect, and nothing else says so).
     """
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -66,5 +67,8 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     if not torch.cuda.is_bf16_supported():
         if precision == "bf16":
             raise UserError("bf16 was requested but this GPU does not support it (use --precision fp16 or fp32)")
+        if announce:
+            warn("--precision auto: this GPU has no bf16, so training runs in fp32 "
+                 "(--precision fp16 uses fp16 autocast with loss scaling)")
         return None, False
     return torch.bfloat16, False

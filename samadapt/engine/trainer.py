@@ -92,7 +92,7 @@ class Trainer:
         self.callbacks, self.seed = list(callbacks), seed
         self.log_every_steps, self.progress, self.tensorboard = max(1, log_every_steps), progress, tensorboard
         self.handle_signals, self.ddp_kwargs = handle_signals, dict(ddp_kwargs or {})
-        self.autocast_dtype, use_fp16_scaler = resolve_precision(precision, self.device)
+        self.autocast_dtype, use_fp16_scaler = resolve_precision(precision, self.device, announce=self.context.is_main)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_fp16_scaler)
         self.loader, self.sampler = self._make_loader(train_data, batch_size, num_workers, collate_fn, shuffle, drop_last)
         self.batch_size = self.loader.batch_size or 1

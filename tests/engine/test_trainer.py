@@ -133,6 +133,18 @@ def test_precision_on_cpu_is_fp32_unless_bf16_is_asked_for():
         resolve_precision("fp16", cpu)
 
 
+def test_auto_precision_on_a_gpu_without_bf16_says_it_trains_in_fp32(monkeypatch, capsys):
+    from samadapt.engine.callbacks import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    gpu = torch.device("cuda")
+    assert resolve_precision("auto", gpu) == (None, False)
+    assert capsys.readouterr().err == ""  # the early check of a command stays quiet; the trainer says it
+    assert resolve_precision("auto", gpu, announce=True) == (None, False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no bf16" in err[0] and "fp32" in err[0]
+
+
 def test_bf16_autocast_reaches_the_step_function(tmp_path):
     seen = []
 
