@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 from samadapt.models import meta_sam, meta_sam2
 from samadapt.models.key_mapping import check_strict
 from samadapt.models.registry import get_spec
@@ -247,7 +247,11 @@ def load_model(name: str | None = None, weights: str | Path | None = None, image
     elif loaded.variant is not None:
         name = loaded.variant
     elif loaded.candidates:
-        name = loaded.candidates[-1]  # the newer generation (SAM2.1)
+        # Image-only weights: SAM2 and SAM2.1 share the architecture, so either loads; the newer is
+        # the likelier, but the choice changes the registry name recorded with every result.
+        name = loaded.candidates[-1]
+        warn(f"{weights}: these weights fit {' and '.join(loaded.candidates)} alike; using {name} "
+             "(pass the model name to choose)")
     else:
         raise UserError("cannot tell which model these weights belong to; pass the model name", weights)
     size = image_size or loaded.image_size or get_spec(name).default_image_size

@@ -101,7 +101,7 @@ def test_malicious_truncated_empty_and_foreign_files(tmp_path, meta_tiny_file, c
         load_model(weights=tmp_path / "absent.pt")
 
 
-def test_huggingface_directory_round_trip(tmp_path, meta_tiny_file):
+def test_huggingface_directory_round_trip(tmp_path, meta_tiny_file, capsys):
     model = load_model(weights=meta_tiny_file[0], image_size=SIZE)
     model.hf.save_pretrained(tmp_path / "hf")
     assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
@@ -109,6 +109,11 @@ def test_huggingface_directory_round_trip(tmp_path, meta_tiny_file):
     assert again.image_size == SIZE
     for key, value in model.hf.state_dict().items():
         assert torch.equal(value, again.hf.state_dict()[key]), key
+    capsys.readouterr()
+    # image-only weights fit SAM2 and SAM2.1 alike: the choice is made, and said
+    assert load_model(weights=tmp_path / "hf").name == "sam2.1-hiera-tiny"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sam2-hiera-tiny and sam2.1-hiera-tiny alike; using sam2.1-hiera-tiny" in err[0]
     # a sam2_video-style folder carries video parameters: recognised and dropped by name
     from safetensors.torch import load_file, save_file
 
@@ -117,6 +122,7 @@ def test_huggingface_directory_round_trip(tmp_path, meta_tiny_file):
     weights["memory_attention.layers.0.weight"] = torch.zeros(2)
     save_file(weights, tmp_path / "hf" / "model.safetensors")
     assert load_model(weights=tmp_path / "hf").name == "sam2.1-hiera-tiny"
+    assert capsys.readouterr().err == ""  # the video parameters tell the generation: nothing to say
     weights["vision_encoder.surprise"] = torch.zeros(2)
     save_file(weights, tmp_path / "hf" / "model.safetensors")
     with pytest.raises(UserError, match="surprise"):
