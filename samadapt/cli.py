@@ -102,7 +102,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _leave_process_group() -> None:
+    # A process group left for the interpreter to tear down makes torch warn at exit (and NCCL can
+    # hang). None can exist unless torch.distributed was imported; checking first keeps commands
+    # that never touch torch from importing it here.
+    if "torch.distributed" in sys.modules:
+        from samadapt.engine.distributed import shutdown_distributed
+
+        shutdown_distributed()
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    finally:  # under torchrun, whatever the command's outcome
+        _leave_process_group()
+
+
+def _run(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     _INVOKED_ARGS[:] = args
     debug = "--debug" in args

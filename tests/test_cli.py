@@ -34,6 +34,18 @@ def test_a_stage_that_cannot_be_imported_is_never_skipped_silently(capsys, monke
     assert len(err) == 1 and "samadapt.no_such_stage.commands cannot be imported" in err[0]
 
 
+def test_a_command_leaves_the_process_group_when_it_ends(capsys):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["--version"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_module_entry_point_runs_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "samadapt", "no-such-command"], capture_output=True, text=True)
     assert proc.returncode == 2

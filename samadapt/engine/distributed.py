@@ -72,6 +72,7 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group (the CLI does so when a command ends); a no-op without one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -110,16 +111,6 @@ def all_reduce_mean(value: torch.Tensor | float) -> torch.Tensor | float:
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= dist.get_world_size()
     return float(tensor) if as_float else tensor.to(original_device)
-
-
-def any_rank(flag: bool) -> bool:
-    """True when `flag` is true on at least one rank (so all ranks take the same branch)."""
-    if not _active():
-        return bool(flag)
-    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([1.0 if flag else 0.0], device=backend_device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
 
 
 def gather_objects(obj: object) -> list:
