@@ -219,50 +219,6 @@ def restore_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_weights(model: torch.nn.Module, path: str | Path, meta: Mapping | None = None) -> Path:
-    """Model weights only, as safetensors (no code can hide in it), with `meta` in its header."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # safetensors writes by file name: write a temporary sibling, then rename (atomic).
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(_dedupe_shared(tensors), str(tmp), metadata={"samadapt_meta": _meta_to_json(meta or {})})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """`(state_dict, meta)` from a safetensors file written by `save_weights`."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("weights file not found", path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-            meta = json.loads((handle.metadata() or {}).get("samadapt_meta", "{}"))
-    except Exception as exc:
-        raise UserError(f"weights file is unreadable, truncated or corrupted ({type(exc).__name__})", path) from None
-    return tensors, meta
-
-
-def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses tensors sharing memory (tied weights); store each such copy separately.
-    seen: set[int] = set()
-    out = {}
-    for key, value in tensors.items():
-        pointer = value.untyped_storage().data_ptr()
-        out[key] = value.clone() if pointer in seen else value
-        seen.add(pointer)
-    return out
-
-
 def _meta_to_json(meta: Mapping) -> str:
     try:
         return json.dumps(meta, sort_keys=True, default=_json_default)

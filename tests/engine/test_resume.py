@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from samadapt.engine.checkpoint import list_checkpoints, load_weights
+from samadapt.engine.checkpoint import list_checkpoints
 
 SCRIPT = Path(__file__).with_name("tiny_training.py")
 pytestmark = pytest.mark.slow
@@ -34,8 +35,8 @@ def run_tiny(run_dir: Path, *args: str, check: bool = True) -> subprocess.Comple
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    wa, _ = load_weights(a / "final.safetensors")
-    wb, _ = load_weights(b / "final.safetensors")
+    wa = load_file(a / "final.safetensors")
+    wb = load_file(b / "final.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     for log in ("train.csv", "epoch.csv"):  # every logged metric, step by step, without duplicates
         assert (a / log).read_text() == (b / log).read_text()
@@ -105,9 +106,9 @@ def test_ddp_two_cpu_processes_match_single_process_with_same_global_batch(tmp_p
                           capture_output=True, text=True, env=_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr
     run_tiny(single_dir, "--batch-size", "4", *common)
-    rank0, _ = load_weights(ddp_dir / "rank0.safetensors")
-    rank1, _ = load_weights(ddp_dir / "rank1.safetensors")
-    single, _ = load_weights(single_dir / "final.safetensors")
+    rank0 = load_file(ddp_dir / "rank0.safetensors")
+    rank1 = load_file(ddp_dir / "rank1.safetensors")
+    single = load_file(single_dir / "final.safetensors")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert all(torch.allclose(rank0[k], single[k], atol=1e-5) for k in rank0)
     # Logged losses are averaged over both ranks, so they match the single process too.

@@ -21,15 +21,19 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
 
 from samadapt.engine.callbacks import Callback
-from samadapt.engine.checkpoint import save_weights
 from samadapt.engine.distributed import seed_everything
 from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
 from samadapt.engine.trainer import Trainer
 from samadapt.errors import UserError
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 class NoisyRegression(Dataset):
