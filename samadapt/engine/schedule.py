@@ -106,23 +106,6 @@ def adamw_param_groups(
     return list(groups.values())
 
 
-def lr_for_global_batch(base_lr: float, global_batch: int, reference_batch: int = 256, rule: str = "linear") -> float:
-    """The learning rate for `global_batch` (per-rank batch x ranks x accumulation steps).
-
-    `base_lr` is the rate tuned for `reference_batch`; `linear` scales it proportionally (the usual
-    rule for MAE pre-training and ViT fine-tuning with AdamW), `sqrt` by the square root (gentler,
-    for small-data fine-tuning where the linear rule overshoots).
-    """
-    if global_batch < 1 or reference_batch < 1:
-        raise UserError(f"batch sizes must be >= 1, got {global_batch} and {reference_batch}")
-    ratio = global_batch / reference_batch
-    if rule == "linear":
-        return base_lr * ratio
-    if rule == "sqrt":
-        return base_lr * math.sqrt(ratio)
-    raise UserError(f"lr scaling rule must be 'linear' or 'sqrt', got {rule!r}")
-
-
 class CosineWarmup:
     """Multiplicative lr factor for step `s` (0-based): linear warm-up, then cosine to `min_lr_ratio`.
 

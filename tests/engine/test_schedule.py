@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from samadapt.engine.schedule import CosineWarmup, adamw_param_groups, cosine_with_warmup, lr_for_global_batch
+from samadapt.engine.schedule import CosineWarmup, adamw_param_groups, cosine_with_warmup
 from samadapt.errors import UserError
 
 
@@ -90,10 +90,3 @@ def test_bad_schedule_settings_are_user_errors():
         CosineWarmup(total_steps=5, warmup_steps=6)
     with pytest.raises(UserError, match="layer_id"):
         adamw_param_groups(TinyViT(), lr=1e-3, weight_decay=0.0, layer_decay=0.7)
-
-
-def test_lr_scales_with_global_batch():
-    assert lr_for_global_batch(1.5e-4, 512) == pytest.approx(3e-4)
-    assert lr_for_global_batch(1e-4, 64, reference_batch=16, rule="sqrt") == pytest.approx(2e-4)
-    with pytest.raises(UserError, match="rule"):
-        lr_for_global_batch(1e-4, 8, rule="cubic")
