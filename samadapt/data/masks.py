@@ -68,10 +68,6 @@ class MaskLayout:
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
-    @property
-    def is_volume(self) -> bool:
-        return self.kind == "nifti"
-
 
 @dataclass
 class DecodedMask:

@@ -129,16 +129,6 @@ def letterbox_mask(mask: np.ndarray, box: Letterbox) -> torch.Tensor:
     return F.pad(tensor, (0, pad_w, 0, pad_h))[0, 0].round().long()
 
 
-def restore_mask(mask: torch.Tensor | np.ndarray, box: Letterbox) -> np.ndarray:
-    """(s, s) index mask on the model square (any s) -> (H, W) uint8 on the original grid (nearest)."""
-    tensor = torch.as_tensor(np.asarray(mask)).float()[None, None]
-    if tensor.shape[-1] != box.size:
-        tensor = F.interpolate(tensor, size=(box.size, box.size), mode="nearest-exact")
-    tensor = tensor[..., : box.resized_hw[0], : box.resized_hw[1]]
-    tensor = F.interpolate(tensor, size=box.original_hw, mode="nearest-exact")
-    return tensor[0, 0].round().to(torch.uint8).numpy()
-
-
 def clip_percentiles(volume: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
     """MRI/CT intensity scaling: clip to the volume's own `lower`..`upper` percentiles (computed over
     the whole volume, so every slice shares one scale) and map to float32 [0, 1]."""
@@ -157,13 +147,6 @@ def volume_slices(volume: np.ndarray, axis: int) -> np.ndarray:
 def stack_slices(slices, axis: int) -> np.ndarray:
     """Inverse of `volume_slices`: (N, H, W) or a list of (H, W) -> volume with N along `axis`."""
     return np.moveaxis(np.stack(list(slices), axis=0), 0, axis)
-
-
-def slice_batches(volume: np.ndarray, axis: int, batch_size: int):
-    """Yield (start, (B, H, W) slices) batches along `axis`, for models that work on 2D slices."""
-    slices = volume_slices(volume, axis)
-    for start in range(0, slices.shape[0], batch_size):
-        yield start, slices[start : start + batch_size]
 
 
 def restore_logits(logits: torch.Tensor, box: Letterbox) -> torch.Tensor:

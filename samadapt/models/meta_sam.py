@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from samadapt.errors import UserError
 from samadapt.models.key_mapping import (
     Converted,
@@ -118,6 +116,3 @@ def resize_for_image_size(hf_state_dict: dict, target: dict) -> dict:
                 out[name] = interpolate_rel_pos(value, want[0])
     return out
 
-
-def to_tensor_dict(state_dict: dict) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}

@@ -270,6 +270,3 @@ class SegmentAnything(nn.Module):
     def forward(self, pixel_values: torch.Tensor, **prompts) -> DecoderOutput:
         """`decode(encode(pixel_values), **prompts)`; see `decode` for the prompt arguments."""
         return self.decode(self.encode(pixel_values), **prompts)
-
-    def count_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

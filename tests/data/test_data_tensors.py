@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from data_fixtures import anatomy_volumes, fa_phantoms  # noqa: F401  (fixtures)
 
 from samadapt.cli import main
@@ -17,13 +18,17 @@ from samadapt.data.preprocess import (
     clip_percentiles,
     letterbox_mask,
     prepare_image,
-    restore_mask,
-    slice_batches,
     stack_slices,
     to_unit_range,
     volume_slices,
 )
 from samadapt.data.torch_datasets import SegmentationDataset, UnlabeledImageDataset
+
+
+def restore_mask(mask: torch.Tensor, box: Letterbox) -> np.ndarray:
+    """The inverse of `letterbox_mask`: crop the padding, back to the original grid (nearest)."""
+    tensor = mask.float()[None, None][..., : box.resized_hw[0], : box.resized_hw[1]]
+    return F.interpolate(tensor, size=box.original_hw, mode="nearest-exact")[0, 0].round().to(torch.uint8).numpy()
 
 
 def test_mask_letterbox_roundtrip_is_exact_when_upscaling():
@@ -51,7 +56,8 @@ def test_16bit_and_percentile_scaling():
 def test_slices_roundtrip():
     volume = np.arange(2 * 3 * 4).reshape(2, 3, 4)
     for axis in range(3):
-        batches = [b for _, b in slice_batches(volume, axis, 2)]
+        slices = volume_slices(volume, axis)
+        batches = [slices[start:start + 2] for start in range(0, slices.shape[0], 2)]
         assert np.array_equal(stack_slices(np.concatenate(batches), axis), volume)
         assert volume_slices(volume, axis).shape[0] == volume.shape[axis]
 

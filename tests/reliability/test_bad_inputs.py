@@ -167,10 +167,6 @@ CASES = [
          "--prompt must be one of point, box"),
 ]
 
-# Cases that need a fix in a command still being changed; see docs/reliability.md.
-PENDING: set[str] = set()
-
-
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     code = main(argv)
     captured = capsys.readouterr()
@@ -187,18 +183,12 @@ def assert_one_line_error(code: int, err: str, message: str) -> str:
     return lines[0]
 
 
-def _params():
-    for case in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason="fix pending")] if case.id in PENDING else []
-        yield pytest.param(case, id=case.id, marks=marks)
-
-
 def test_the_catalogue_is_large_and_ids_are_unique():
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case: Case, bad_world: Path, monkeypatch, capsys):
     monkeypatch.chdir(bad_world)
     before = tree_state(bad_world)
