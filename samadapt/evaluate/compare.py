@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from samadapt.engine.atomic import staged_dir
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 from samadapt.evaluate.report import PER_CASE_FILE, json_ready
 
 MEAN_OVER_CLASSES = "mean over classes"
+# Below this many pairs the numbers mislead: the two-sided signed-rank test cannot reach p < 0.05
+# with 5 or fewer, and a percentile bootstrap of a handful of differences covers far less than 95%.
+MIN_RELIABLE_PAIRS = 10
 COMPARE_JSON, COMPARE_MD, COMPARE_PNG = "compare.json", "compare.md", "compare.png"
 
 
@@ -142,20 +145,33 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = 
         for cls in classes:
             keys = [(case, cls) for case in cases if (case, cls) in common]
             stats = paired_statistics([values[0][k] for k in keys], [table_values[k] for k in keys], n_resamples, seed)
-            comparisons.append({"baseline": labels[0], "run": label, "class": cls, **stats})
+            comparisons.append({"baseline": labels[0], "run": label, "class": cls, **stats,
+                                "few_pairs": stats["n_pairs"] < MIN_RELIABLE_PAIRS})
     result = {
         "metric": metric,
         "runs": [{"label": lab, "per_case": str(t), "n_cases": len({c for c, _ in v}) } for lab, t, v in zip(labels, tables, values)],
         "n_common_cases": len(cases),
         "bootstrap": {"resamples": n_resamples, "seed": seed, "method": "percentile", "confidence": 0.95},
         "comparisons": comparisons,
+        "warnings": _small_sample_warnings(comparisons),
     }
+    for line in result["warnings"]:
+        warn(line)
     per_run_means = {lab: [v[(case, MEAN_OVER_CLASSES)] for case in cases] for lab, v in zip(labels, values)}
     with staged_dir(Path(out_dir)) as stage:
         (stage / COMPARE_JSON).write_text(json.dumps(json_ready(result), indent=2) + "\n", encoding="utf-8")
         (stage / COMPARE_MD).write_text(compare_markdown(result), encoding="utf-8")
         _plot(stage / COMPARE_PNG, per_run_means, [c for c in comparisons if c["class"] == MEAN_OVER_CLASSES], metric)
     return result
+
+
+def _small_sample_warnings(comparisons: list[dict]) -> list[str]:
+    few = [row for row in comparisons if row["few_pairs"]]
+    if not few:
+        return []
+    smallest = min(row["n_pairs"] for row in few)
+    return [f"{len(few)} of {len(comparisons)} comparisons rest on fewer than {MIN_RELIABLE_PAIRS} paired cases "
+            f"(smallest n = {smallest}): their 95% CI and Wilcoxon p are unreliable at this size"]
 
 
 def compare_markdown(result: dict) -> str:
@@ -168,6 +184,8 @@ def compare_markdown(result: dict) -> str:
         f"Difference = run − baseline; 95% CI from {result['bootstrap']['resamples']} bootstrap resamples "
         f"(seed {result['bootstrap']['seed']}); p from the Wilcoxon signed-rank test. See docs/evaluation.md.",
         "",
+        *[f"**Warning:** {line}." for line in result.get("warnings", [])],
+        *([""] if result.get("warnings") else []),
         "| run | baseline | class | n | baseline mean | run mean | difference | 95% CI | Wilcoxon p |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

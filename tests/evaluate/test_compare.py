@@ -66,6 +66,20 @@ def test_compare_runs_writes_tables_and_plot(tmp_path):
     assert "| eval_b | base_run | mean over classes | 30 |" in (tmp_path / "cmp" / "compare.md").read_text()
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
     assert run_a.is_dir()
+    assert saved["warnings"] == [] and not any(row["few_pairs"] for row in saved["comparisons"])
+
+
+def test_few_paired_cases_warn_that_ci_and_p_are_unreliable(tmp_path, capsys):
+    few = {f"case{i}": 0.5 + 0.01 * i for i in range(4)}
+    run_a = _write_run(tmp_path / "a", few)
+    run_b = _write_run(tmp_path / "b", {case: v + 0.1 for case, v in few.items()})
+    result = compare_runs([run_a, run_b], tmp_path / "cmp", n_resamples=200)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fewer than 10 paired cases (smallest n = 4)" in err[0] and "unreliable" in err[0]
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["warnings"] == result["warnings"] and len(saved["warnings"]) == 1
+    assert all(row["few_pairs"] for row in saved["comparisons"])
+    assert "**Warning:**" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_compare_errors(tmp_path):
