@@ -35,7 +35,8 @@ COMMAND_MODULES = (
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="samadapt",
-        help="Adapt Segment Anything (SAM2, SAM) to medical images with few labels.",
+        help="Adapt Segment Anything (SAM2, SAM) to medical images with few labels. "
+             "Add --debug anywhere on a command line to see the full traceback of an error.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -97,6 +98,17 @@ def relaunch_on_devices(devices: int | None) -> int | None:
     return launch_torchrun(_without_devices(_INVOKED_ARGS or sys.argv[1:]), devices)
 
 
+def _quiet_flag_types(command) -> None:
+    """Flags take no value, yet the help lists `<bool>` as their type: show no type for them."""
+    options = list(command.params)
+    help_option = command.get_help_option(command.context_class(command))  # built once, then cached
+    for param in options + ([help_option] if help_option is not None else []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _quiet_flag_types(sub)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"samadapt: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
@@ -130,6 +142,7 @@ def _run(argv: list[str] | None) -> int:
         if debug:
             raise
         return _fail(f"internal error: {exc} (rerun with --debug for the traceback)", 1)
+    _quiet_flag_types(command)
     try:
         result = command.main(args=args, prog_name="samadapt", standalone_mode=False)
     except UserError as exc:

@@ -96,11 +96,11 @@ def register(app: typer.Typer) -> None:
 
         from samadapt.data.phantoms import generate_phantoms, save_montage
 
+        if montage is not None and dims != "2d":  # refused before any phantom is written
+            raise UserError(f"--montage draws 2D phantoms: drop it or use --dims 2d, not {dims}", montage)
         start = time.perf_counter()
         description = generate_phantoms(out, n=n, size=size, seed=seed, kind=kind, unlabeled=unlabeled, dims=dims)
         if montage is not None:
-            if dims != "2d":
-                raise UserError("--montage needs --dims 2d", montage)
             save_montage(out, montage)
         print(f"wrote {n} {kind} phantoms (+{unlabeled} unlabeled) to {out} in {time.perf_counter() - start:.1f}s; "
               f"description {description}")

@@ -141,7 +141,7 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
     for label, init in zip(RUN_LABELS, ("random", f"mae:{pretrain['run']}")):
         run_dir = out / "finetune" / label
         config = FinetuneConfig(
-            data=data["dataset"], split=data["splits"], out=str(run_dir), model=MODEL,
+            data=data["dataset"], splits=data["splits"], out=str(run_dir), model=MODEL,
             image_size=budget.finetune_size, init=init, loss="dice+bce", train=budget.finetune_train,
             epochs=budget.finetune_epochs, batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed,
             keep="best", progress=True, presence=budget.finetune_presence, precision=precision,

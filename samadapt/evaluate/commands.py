@@ -31,21 +31,21 @@ def _class_names(text: str | None) -> list[str] | None:
 def evaluate(
     pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted masks (PNG/TIFF index or {0,255} binary masks, or NIfTI label volumes)."),
     gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks; files are paired with predictions by name without extension."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for per_case.csv, summary.json, summary.md and overlays/."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for per_case.csv, summary.json, summary.md and overlays/ (default: print the summary, write nothing)."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated names of labels 1..K (default: class_1..class_K from the data)."),
     hd95: bool = typer.Option(False, "--hd95", help="Also compute the 95th-percentile Hausdorff distance (slow on large volumes)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, paired by name, to draw the overlays on."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Draw worst, median and best cases."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="A fine-tuning run folder: predict the cases of --split of --data with it."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="A fine-tuning run folder: predict the cases of --part of --data with it."),
     data: Path | None = typer.Option(None, "--data", help="With --model: the labelled dataset (description file or folder)."),
-    split: str = typer.Option("test", "--split", help="With --model: the part to evaluate, test or val (or train)."),
     splits: Path | None = typer.Option(None, "--splits", help="With --model: splits.json (default: the one the run was trained with)."),
-    fold: int | None = typer.Option(None, "--fold", help="With --model and --split val: the fold (default: the run's)."),
+    part: str = typer.Option("test", "--part", help="With --model: the part of the splits to evaluate, test or val (or train)."),
+    fold: int | None = typer.Option(None, "--fold", help="With --model and --part val: the fold (default: the run's)."),
 ) -> None:
     """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95) per case and class.
 
-    Either --pred DIR --gt DIR (folders of masks), or --model RUN_DIR --data DATASET --split test|val
-    (a fine-tuned model predicts the split's cases first).
+    Either --pred DIR --gt DIR (folders of masks), or --model RUN_DIR --data DATASET --part test|val
+    (a fine-tuned model predicts the part's cases first). Without --out the summary is printed only.
     """
     from samadapt.errors import UserError
     from samadapt.evaluate.report import evaluate_cases
@@ -55,7 +55,7 @@ def evaluate(
             raise UserError("give either --model (with --data) or --pred and --gt, not both")
         if data is None:
             raise UserError("evaluate --model needs --data DATASET")
-        names, n_cases, cases = _cases_from_run(model, data, split, splits, fold)
+        names, n_cases, cases = _cases_from_run(model, data, part, splits, fold)
     else:
         from samadapt.evaluate.folders import cases_from_folders
 
@@ -65,7 +65,11 @@ def evaluate(
         n_cases, cases = cases_from_folders(pred, gt, images)
     result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays)
     dice = result.summary["mean_over_classes"]["dice"]
-    print(f"evaluated {n_cases} cases ({len(result.class_names)} classes) -> {out}; "
+    if out is None:
+        from samadapt.evaluate.report import summary_markdown
+
+        print(summary_markdown(result.summary))
+    print(f"evaluated {n_cases} cases ({len(result.class_names)} classes)" + (f" -> {out}" if out else "") + "; "
           f"mean Dice {dice['mean']:.4f}" + (f" ± {dice['sd']:.4f}" if dice["sd"] is not None else ""))
 
 

@@ -2,7 +2,9 @@
 
 Masks may be PNG/TIFF index masks (0 = background, 1..K), binary masks stored as {0, 255}, or NIfTI
 label volumes; a prediction and its ground truth are paired when their names match without the
-extension (`case7.png` with `case7.png`, `ct_01.nii.gz` with `ct_01.nii`).
+extension (`case7.png` with `case7.png`, `ct_01.nii.gz` with `ct_01.nii`) and without the `_mask`
+that the predicting commands add (`case7_mask.png` with `case7.png`). Their `<stem>_overlay.png`
+pictures, next to `<stem>_mask.*`, are not masks and are skipped.
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{what} folder not found", folder)
+    from samadapt.inference.predict import MASK_SUFFIX, OVERLAY_SUFFIX
+
     found: dict[str, Path] = {}
-    for path in list_files(folder):
+    files = list_files(folder)
+    stems = {file_stem(path) for path in files}
+    for path in files:
         stem = file_stem(path)
+        if stem.endswith(OVERLAY_SUFFIX) and stem.removesuffix(OVERLAY_SUFFIX) + MASK_SUFFIX in stems:
+            continue
+        stem = stem.removesuffix(MASK_SUFFIX) or stem
         if stem in found:
             raise UserError(f"two {what} files share the name {stem!r}: {found[stem].name} and {path.name}", folder)
         found[stem] = path

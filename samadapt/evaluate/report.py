@@ -48,7 +48,7 @@ class EvaluationCase:
 
 @dataclass
 class EvaluationResult:
-    out_dir: Path
+    out_dir: Path | None  # None: scored without writing a report
     class_names: list[str]
     metrics: list[str]
     rows: list[dict] = field(repr=False)  # one per (case, class), the lines of per_case.csv
@@ -175,13 +175,14 @@ def json_ready(value):
 
 def evaluate_cases(
     cases: Iterable[EvaluationCase],
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     class_names: Sequence[str] | None = None,
     with_hd95: bool = False,
     overlays: bool = True,
     on_case: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
-    """Score every case and write the report into `out_dir` (all files appear together or not at all).
+    """Score every case and write the report into `out_dir` (all files appear together or not at all;
+    `out_dir` None: score only, write nothing).
 
     class_names: names of labels 1..K; without them K is the largest label seen and classes are
         called class_1..class_K. A class absent from both masks of a case scores as a correct
@@ -192,6 +193,7 @@ def evaluate_cases(
     if class_names is not None and len(set(class_names)) != len(class_names):
         raise UserError(f"class names must be unique, got {list(class_names)}")
     metrics = [*OVERLAP_METRICS, *(["hd95"] if with_hd95 else [])]
+    overlays = overlays and out_dir is not None  # overlays are files: none without a folder
     scores_by_case: dict[str, dict[int, dict]] = {}
     max_label = 0
     with tempfile.TemporaryDirectory(prefix="samadapt-eval-") as views:
@@ -224,7 +226,8 @@ def evaluate_cases(
                 rows.append({"case_id": case_id, "class": name, **{m: scores[m] for m in metrics},
                              "gt_pixels": scores["gt_pixels"], "pred_pixels": scores["pred_pixels"]})
         summary = summarize(rows, names, metrics)
-
+        if out_dir is None:
+            return EvaluationResult(None, names, metrics, rows, summary)
         out_dir = Path(out_dir)
         with staged_dir(out_dir) as stage:
             (stage / PER_CASE_FILE).write_text(per_case_csv(rows, metrics), encoding="utf-8")

@@ -6,12 +6,35 @@ from pathlib import Path
 
 import typer
 
+from samadapt.models.registry import TRAINING_IMAGE_SIZE
+from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+
+# What each command can start from (see samadapt.models.sources): the cache encodes with any encoder;
+# the prompted baseline needs a trained mask decoder, which an MAE run does not have.
+CACHE_INIT = ("random", "sam2", "mae", "ckpt")
+BASELINE_INIT = ("random", "sam2", "ckpt")
+NO_TRAINED_DECODER = {"mae": "a pre-training run's mask decoder never trained, so prompts mean nothing"}
+RUN_HELP = "Run folder from `samadapt fewshot train`."
+
 fewshot_app = typer.Typer(help="Few-shot prompt-free segmentation: a few labelled images become the prompts.",
                           no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(fewshot_app, name="fewshot")
+
+
+def _frozen_weights(init: str, command: str, accepts, model: str, image_size: int, outputs: str):
+    """The weights file/folder for `--init` (None: random, announced loudly)."""
+    from samadapt.models.registry import get_spec
+    from samadapt.models.sources import parse_init, warn_random_weights, weights_path
+
+    get_spec(model).check_image_size(image_size)  # a bad model or size fails before the warning
+    source = parse_init(init, accepts, command=command, reasons=NO_TRAINED_DECODER)
+    weights = weights_path(source)
+    if weights is None:
+        warn_random_weights(model, outputs)
+    return weights
 
 
 def _cases(data: Path, splits: Path | None, part: str, fold: int = 0):
@@ -30,8 +53,8 @@ def _cases(data: Path, splits: Path | None, part: str, fold: int = 0):
 @fewshot_app.command("cache")
 def cache(
     model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`)."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file/folder; none = seeded random weights."),
-    image_size: int = typer.Option(1024, "--image-size", help="Model input size in pixels."),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help(CACHE_INIT)),
+    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Model input size in pixels."),
     data: Path = typer.Option(..., "--data", help="Dataset description or folder (2D images or NIfTI volumes)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache folder (re-runs reuse it)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
@@ -48,6 +71,7 @@ def cache(
     check_output_dir(out)
     dataset = load_dataset(data)
     require_readable(dataset.cases, masks=False)  # a broken file fails before the cache folder is touched
+    weights = _frozen_weights(init, "fewshot cache", CACHE_INIT, model, image_size, "the cached features")
     report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size)
     rate = report.encoded / report.seconds_total if report.encoded and report.seconds_total else 0.0
     print(f"{report.items} items in {out}: {report.encoded} encoded, {report.reused} reused, "
@@ -57,11 +81,11 @@ def cache(
 
 @fewshot_app.command("train")
 def train(
-    support: Path = typer.Option(..., "--support", help="Labelled dataset the shots are picked from."),
+    data: Path = typer.Option(..., "--data", help="Labelled dataset the shots are picked from."),
     cache_dir: Path = typer.Option(..., "--cache", help="Feature cache built by `samadapt fewshot cache`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
     shots: int = typer.Option(5, "--shots", "-k", help="Number of labelled images/slices to learn from."),
-    splits: Path | None = typer.Option(None, "--split", help="splits.json: shots come from its training part."),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json: shots come from its train part."),
     fold: int = typer.Option(0, "--fold", help="Fold of the splits."),
     epochs: int = typer.Option(100, "--epochs"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -84,7 +108,7 @@ def train(
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
-    dataset, cases = _cases(support, splits, "train", fold)
+    dataset, cases = _cases(data, splits, "train", fold)
     config = FewShotConfig(shots=shots, epochs=epochs, lr=lr, seed=seed, loss=loss, batch_size=batch_size,
                            prototypes_per_class=prototypes_per_class, background_prototypes=background_prototypes)
     summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
@@ -98,9 +122,9 @@ def train(
 
 @fewshot_app.command("predict")
 def predict(
-    run: Path = typer.Option(..., "--run", help="Run folder from `samadapt fewshot train`."),
+    model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
     input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>.png or <stem>.nii.gz label files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.nii.gz index masks, and classes.json."),
     batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
 ) -> None:
@@ -108,18 +132,18 @@ def predict(
     from samadapt.fewshot.predict import collect_inputs, load_run, predict_path
 
     collect_inputs(input)  # bad input fails before the model is loaded
-    result = predict_path(load_run(run), input, out, batch_size, largest_component)
-    print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} to {out} "
+    result = predict_path(load_run(model), input, out, batch_size, largest_component)
+    print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 
 
 @fewshot_app.command("evaluate")
 def evaluate(
-    run: Path = typer.Option(..., "--run", help="Run folder from `samadapt fewshot train`."),
+    model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
     data: Path = typer.Option(..., "--data", help="Labelled dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (per_case.csv, summary.json/md, overlays)."),
     splits: Path | None = typer.Option(None, "--splits", help="splits.json; without it: all labelled cases but the shots."),
-    part: str = typer.Option("test", "--split", help="Part of the splits: train, val or test."),
+    part: str = typer.Option("test", "--part", help="Part of the splits: train, val or test."),
     fold: int = typer.Option(0, "--fold"),
     largest_component: bool = typer.Option(False, "--largest-component"),
 ) -> None:
@@ -128,7 +152,7 @@ def evaluate(
     from samadapt.fewshot.predict import load_run
 
     _, cases = _cases(data, splits, part, fold)
-    result = evaluate_run(load_run(run), cases, out, largest_component=largest_component,
+    result = evaluate_run(load_run(model), cases, out, largest_component=largest_component,
                           exclude_support=splits is None)
     means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
     print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
@@ -141,10 +165,10 @@ def baseline(
     out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
     prompt: str = typer.Option("point", "--prompt", help="point: one click per component; box: one box per component."),
     model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Same weights as the few-shot cache for a fair comparison."),
-    image_size: int = typer.Option(1024, "--image-size"),
-    splits: Path | None = typer.Option(None, "--splits"),
-    part: str = typer.Option("test", "--split"),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help(BASELINE_INIT) + " The same as the few-shot cache's for a fair comparison."),
+    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size"),
+    splits: Path | None = typer.Option(None, "--splits", help="splits.json; without it: every labelled case."),
+    part: str = typer.Option("test", "--part", help="Part of the splits: train, val or test."),
     fold: int = typer.Option(0, "--fold"),
 ) -> None:
     """Zero-shot SAM2/SAM with ground-truth point or box prompts, scored like `fewshot evaluate`."""
@@ -156,6 +180,8 @@ def baseline(
 
         raise UserError(f"--prompt must be one of {', '.join(PROMPT_KINDS)}, got {prompt!r}")
     dataset, cases = _cases(data, splits, part, fold)
+    weights = _frozen_weights(init, "fewshot baseline", BASELINE_INIT, model, image_size,
+                             "the baseline's masks and scores")
     result = evaluate_baseline(build_frozen_model(model, weights, image_size), cases, dataset.class_names, out, prompt)
     dice = result.summary["mean_over_classes"]["dice"]
     print(f"{prompt} baseline on {result.summary['n_cases']} cases: mean Dice {dice['mean']:.3f}; report in {out}")

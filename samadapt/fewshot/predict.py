@@ -115,34 +115,34 @@ def collect_inputs(path: str | Path) -> tuple[list[Path], bool]:
 
 def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = 4,
                  largest_component: bool = False) -> dict:
-    """Write `<stem>.png` (2D) or `<stem>.nii.gz` (3D) label files into `out_dir`; returns counts and timing."""
-    from samadapt.data.io import (
-        file_stem,
-        read_image,
-        read_volume,
-        write_label_volume,
-        write_mask_png,
-    )
+    """Write what `samadapt predict` writes for a fine-tuned run: `<stem>_mask.png` index masks and
+    `<stem>_overlay.png` (2D) or `<stem>_mask.nii.gz` label volumes (3D), and classes.json, through
+    a staging folder (a failure leaves nothing behind); returns counts and timing."""
+    from samadapt.data.io import file_stem, png_bytes, read_image, read_volume, write_label_volume
     from samadapt.data.preprocess import unit_image
-    from samadapt.engine.atomic import ensure_writable_dir
+    from samadapt.engine.atomic import staged_dir
+    from samadapt.inference.overlay import overlay_labels
+    from samadapt.inference.predict import CLASSES_FILE, MASK_SUFFIX, OVERLAY_SUFFIX, classes_json
 
     files, volumes = collect_inputs(input_path)
-    out_dir = ensure_writable_dir(out_dir)
+    out_dir = Path(out_dir)
     started = time.perf_counter()
     written = []
-    if volumes:
-        for file in files:
-            volume = read_volume(file)
-            labels = segment_volume(run, volume.data, batch_size, largest_component)
-            target = out_dir / f"{file_stem(file)}.nii.gz"
-            write_label_volume(target, labels, volume)
-            written.append(target)
-    else:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            units = [unit_image(read_image(f)) for f in chunk]
-            for file, labels in zip(chunk, segment_units(run, units, batch_size)):
-                target = out_dir / f"{file_stem(file)}.png"
-                write_mask_png(target, labels)
-                written.append(target)
+    with staged_dir(out_dir) as stage:
+        if volumes:
+            for file in files:
+                volume = read_volume(file)
+                name = f"{file_stem(file)}{MASK_SUFFIX}.nii.gz"
+                write_label_volume(stage / name, segment_volume(run, volume.data, batch_size, largest_component), volume)
+                written.append(out_dir / name)
+        else:
+            for start in range(0, len(files), batch_size):
+                chunk = files[start:start + batch_size]
+                images = [read_image(f) for f in chunk]
+                for file, image, labels in zip(chunk, images, segment_units(run, [unit_image(i) for i in images], batch_size)):
+                    name = f"{file_stem(file)}{MASK_SUFFIX}.png"
+                    (stage / name).write_bytes(png_bytes(labels))
+                    (stage / f"{file_stem(file)}{OVERLAY_SUFFIX}.png").write_bytes(png_bytes(overlay_labels(image, labels)))
+                    written.append(out_dir / name)
+        (stage / CLASSES_FILE).write_text(classes_json(run.classes))
     return {"files": [str(p) for p in written], "volumes": volumes, "seconds": time.perf_counter() - started}

@@ -94,7 +94,7 @@ def scored_part(splits: dict, keep: str) -> tuple[str, str]:
 def _comparable(settings: dict) -> dict:
     # Paths are compared resolved, so a rerun from another working folder still matches.
     out = json.loads(json.dumps(settings, default=str))
-    for key in ("data", "split"):
+    for key in ("data", "splits"):
         if isinstance(out.get(key), str):
             out[key] = str(Path(out[key]).resolve())
     return out
@@ -130,7 +130,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
 
     out = Path(out)
     presets = parse_presets(losses)
-    splits = load_splits(base.split, load_dataset(base.data))
+    splits = load_splits(base.splits, load_dataset(base.data))
     fold_list = parse_folds(folds, len(splits["splits"]))
     part, keep = scored_part(splits, base.keep)
     base = replace(base, keep=keep)
@@ -148,7 +148,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
             if not is_run_dir(run_dir):  # an interrupted run resumes; the trainer refuses other settings
                 finetune(configs[preset, fold])
             run = load_run(run_dir)
-            cases = split_cases_for_run(Path(base.data), Path(base.split), part, fold, run.class_names)
+            cases = split_cases_for_run(Path(base.data), Path(base.splits), part, fold, run.class_names)
             result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
                                     class_names=run.class_names, overlays=False)
             for case, scores in _case_scores(result.rows).items():
@@ -158,7 +158,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = _mean_sd([s[metric] for s in pooled])
         rows.append(row)
-    table = {"data": str(base.data), "split": str(base.split), "part": part, "keep": keep, "folds": fold_list,
+    table = {"data": str(base.data), "splits": str(base.splits), "part": part, "keep": keep, "folds": fold_list,
              "model": base.model, "init": base.init, "train": base.train, "epochs": base.epochs,
              "image_size": base.image_size, "seed": base.seed, "rows": rows, "per_case": per_case}
     _write_table(out, table)

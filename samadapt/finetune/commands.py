@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from samadapt.models.registry import TRAINING_IMAGE_SIZE
+from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help, parse_init
+
 
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune)
@@ -33,12 +36,12 @@ def _optional_positive(name: str, value: int | None) -> int | None:
 
 def finetune(
     data: Path = typer.Option(..., "--data", help="Labelled dataset: description file or folder."),
-    split: Path = typer.Option(..., "--split", help="splits.json from `samadapt data split`."),
+    splits: Path = typer.Option(..., "--splits", help="splits.json from `samadapt data split`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (model/, checkpoints/, curves, summary.json)."),
     fold: int = typer.Option(0, "--fold", help="Cross-validation fold to train (its val part validates)."),
     model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Segment Anything variant (see `samadapt models`), or unet / attention-unet."),
-    image_size: int = typer.Option(512, "--image-size", help="Model input size in pixels."),
-    init: str = typer.Option("random", "--init", help="random, sam2:PATH (Meta .pt / HF folder), mae:RUN_DIR or ckpt:DIR."),
+    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Model input size in pixels."),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
     loss: str = typer.Option("dice+bce", "--loss", help="Loss spec, e.g. dice+bce, 0.8*dice+0.2*focal, tversky(alpha=0.3,beta=0.7)."),
     train: str = typer.Option("decoder", "--train", help="What trains: all, decoder (prompts + mask decoder) or encoder-decoder."),
     freeze_stages: int = typer.Option(0, "--freeze-stages", help="encoder-decoder: keep the trunk's first N stages frozen."),
@@ -76,12 +79,13 @@ def finetune(
     _optional_positive("--threads", threads)
     if threads:
         torch.set_num_threads(threads)
+    parse_init(init, command="finetune")
     _optional_positive("--patience", patience)
     _optional_positive("--epochs", epochs)
     _optional_positive("--batch-size", batch_size)
     _check_keep(keep)
     config = FinetuneConfig(
-        data=str(data), split=str(split), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
+        data=str(data), splits=str(splits), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
         tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
@@ -98,13 +102,13 @@ def finetune(
 
 def ablate_loss(
     data: Path = typer.Option(..., "--data", help="Labelled dataset: description file or folder."),
-    split: Path = typer.Option(..., "--split", help="splits.json from `samadapt data split`."),
+    splits: Path = typer.Option(..., "--splits", help="splits.json from `samadapt data split`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per loss and folds, and ablation.{md,csv,json}."),
     folds: str = typer.Option("0", "--folds", help="Comma-separated folds to train, or 'all'."),
     losses: str | None = typer.Option(None, "--losses", help="Comma-separated loss presets (default: every preset)."),
     model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
-    image_size: int = typer.Option(512, "--image-size"),
-    init: str = typer.Option("random", "--init"),
+    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size"),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
     train: str = typer.Option("decoder", "--train"),
     epochs: int = typer.Option(50, "--epochs"),
     batch_size: int = typer.Option(4, "--batch-size"),
@@ -122,11 +126,13 @@ def ablate_loss(
     from samadapt.finetune.ablation import run_loss_ablation
     from samadapt.finetune.training import FinetuneConfig
 
+    _optional_positive("--threads", threads)
     if threads:
         torch.set_num_threads(threads)
+    parse_init(init, command="ablate-loss")
     _optional_positive("--epochs", epochs)
     _check_keep(keep)
-    base = FinetuneConfig(data=str(data), split=str(split), out=str(out), model=model, image_size=image_size,
+    base = FinetuneConfig(data=str(data), splits=str(splits), out=str(out), model=model, image_size=image_size,
                           init=init, train=train, epochs=epochs, batch_size=batch_size, lr=lr,
                           encoder_lr=encoder_lr, seed=seed, patience=patience, keep=keep, repeat=repeat,
                           progress=False)

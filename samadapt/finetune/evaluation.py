@@ -20,7 +20,9 @@ PARTS = ("val", "test", "train")
 
 def resolve_split(run_info: dict, run_dir: Path, splits_file: Path | None, fold: int | None) -> tuple[Path, int]:
     """The splits file and fold to use: given ones, else those the run was trained with."""
-    splits = splits_file or (Path(run_info["split"]) if run_info.get("split") else None)
+    # runs saved before the key was renamed record the file as "split"
+    recorded = run_info.get("splits") or run_info.get("split")
+    splits = splits_file or (Path(recorded) if recorded else None)
     if splits is None:
         raise UserError("the run does not record its split: pass --splits FILE", run_dir)
     return Path(splits), int(run_info.get("fold", 0) if fold is None else fold)
@@ -32,7 +34,7 @@ def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, cla
     from samadapt.data.splits import load_splits, split_cases
 
     if part not in PARTS:
-        raise UserError(f"--split must be one of {', '.join(PARTS)}, got {part!r}")
+        raise UserError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
     dataset = load_dataset(data)
     if not dataset.spec.labeled:
         raise UserError("dataset has no masks to evaluate against", data)

@@ -1,4 +1,5 @@
-"""Where a fine-tuned Segment Anything model starts from: the `--init` option.
+"""Where a fine-tuned Segment Anything model starts from: the `--init` option (grammar and parser
+in `samadapt.models.sources`, shared by every command), read the fine-tuning way:
 
     random          random weights
     sam2:PATH       a released model: Meta's .pt/.pth, a Hugging Face folder or a samadapt checkpoint
@@ -17,8 +18,7 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
-
-INIT_KINDS = ("random", "sam2", "mae", "ckpt")
+from samadapt.models.sources import parse_init
 
 
 @dataclass
@@ -28,14 +28,6 @@ class InitResult:
     base: object  # SegmentAnything
     provenance: dict
     class_prompts: dict[str, torch.Tensor] = field(default_factory=dict)  # class name -> (T, 256)
-
-
-def parse_init(text: str) -> tuple[str, Path | None]:
-    """'random' -> ('random', None); 'mae:runs/x' -> ('mae', Path('runs/x'))."""
-    kind, _, rest = str(text).partition(":")
-    if kind not in INIT_KINDS or (kind == "random") != (rest == ""):
-        raise UserError(f"--init {text!r}: use random, sam2:PATH, mae:RUN_DIR or ckpt:DIR")
-    return kind, Path(rest) if rest else None
 
 
 def load_mae_encoder(base, run_dir: Path) -> dict:
@@ -65,7 +57,8 @@ def build_base(model_name: str, image_size: int, init: str, class_names: list[st
     from samadapt.models.loading import load_model
     from samadapt.models.registry import build_model, get_spec
 
-    kind, path = parse_init(init)
+    source = parse_init(init, command="finetune")
+    kind, path = source.kind, source.path
     name = get_spec(model_name).name
     if kind == "random":
         return InitResult(build_model(name, image_size), {"init": "random"})

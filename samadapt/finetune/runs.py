@@ -71,6 +71,16 @@ def is_run_dir(path: str | Path) -> bool:
     return (folder / "samadapt.json").is_file() or (folder / BASELINE_INFO).is_file()
 
 
+def refuse_fewshot_run(run_dir: str | Path) -> None:
+    """A few-shot run also has a model/ checkpoint, but its prompts are prototypes: say which command reads it."""
+    from samadapt.models.checkpoint import read_metadata
+
+    folder = Path(run_dir) / MODEL_DIR if (Path(run_dir) / MODEL_DIR).is_dir() else Path(run_dir)
+    if (folder / "samadapt.json").is_file() and "fewshot" in read_metadata(folder).get("extra_config", {}):
+        raise UserError("this is a few-shot run: use `samadapt fewshot predict --model RUN` "
+                        "(or `samadapt fewshot evaluate --model RUN`)", run_dir)
+
+
 def load_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
     """The fine-tuned model of a run folder (or of its `model/` folder), in eval mode."""
     from samadapt.finetune.model import ClassPromptSegmenter
@@ -82,6 +92,8 @@ def load_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
     if not (folder / "samadapt.json").is_file():
         raise UserError("not a fine-tuning run: no model/ folder with a saved model (did training finish?)", run_dir)
     from samadapt.models.checkpoint import load_checkpoint
+
+    refuse_fewshot_run(run_dir)
 
     checkpoint = load_checkpoint(folder, image_size=image_size)
     info = checkpoint.extra_config.get("finetune")

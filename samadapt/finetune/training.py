@@ -25,7 +25,7 @@ VAL_METRIC = "val_dice"
 @dataclass
 class FinetuneConfig:
     data: str
-    split: str
+    splits: str  # the splits.json file (`samadapt data split`)
     out: str
     fold: int = 0
     model: str = "sam2-hiera-tiny"
@@ -88,15 +88,15 @@ def prepare_data(config: FinetuneConfig):
     dataset = load_dataset(config.data)
     if not dataset.spec.labeled or not dataset.labeled_cases():
         raise UserError("dataset has no masks: fine-tuning needs labelled images", config.data)
-    splits = load_splits(config.split, dataset)
+    splits = load_splits(config.splits, dataset)
     n_folds = len(splits["splits"])
     if not 0 <= config.fold < n_folds:
-        raise UserError(f"--fold {config.fold} is outside the split, which has folds 0..{n_folds - 1}", config.split)
+        raise UserError(f"--fold {config.fold} is outside the split, which has folds 0..{n_folds - 1}", config.splits)
     train_cases = [c for c in split_cases(dataset, splits, "train", config.fold) if c.labeled]
     val_cases = [c for c in split_cases(dataset, splits, "val", config.fold) if c.labeled]
     if not train_cases or not val_cases:
         raise UserError(f"fold {config.fold} has {len(train_cases)} labelled training and {len(val_cases)} "
-                        "labelled validation cases; both must be non-empty", config.split)
+                        "labelled validation cases; both must be non-empty", config.splits)
     return dataset, splits, train_cases, val_cases
 
 
@@ -237,7 +237,7 @@ def finetune(config: FinetuneConfig) -> dict:
     if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
         state, _ = engine_ckpt.load_checkpoint(best)
         model.load_state_dict(state["model"])
-    info = {"loss": loss_fn.spec, "split": str(Path(config.split).resolve()), "fold": config.fold,
+    info = {"loss": loss_fn.spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
             "data": str(Path(config.data).resolve()),
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"]}
@@ -246,7 +246,7 @@ def finetune(config: FinetuneConfig) -> dict:
               "model_dir": str(out / "model")}
     if trainer.is_main:
         save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
-                                                 "split": str(config.split), "fold": config.fold})
+                                                 "splits": str(config.splits), "fold": config.fold})
         (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 

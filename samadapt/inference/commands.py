@@ -6,6 +6,13 @@ from pathlib import Path
 
 import typer
 
+from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+
+# Prompted segmentation needs a trained mask decoder: an MAE run has none, and a fine-tuning run
+# is used whole with --model RUN (its class prompts) rather than as starting weights.
+PREDICT_INIT = ("random", "sam2", "ckpt")
+DEFAULT_MODEL = "sam2-hiera-tiny"
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
@@ -14,11 +21,11 @@ def register(app: typer.Typer) -> None:
 def predict(
     input: Path = typer.Option(..., "--input", "-i", help="An image (PNG, JPEG, TIFF, BMP, GIF) or a folder of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for <stem>_mask.png and <stem>_overlay.png."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`), a samadapt checkpoint folder, or a fine-tuning run folder (multi-class index masks, no prompt)."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Meta .pt/.pth file, Hugging Face folder or samadapt checkpoint folder."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Model name (see `samadapt models`; default: the variant of the --init weights, else {DEFAULT_MODEL}), or a fine-tuning run folder (multi-class index masks and classes.json, no prompt)."),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help(PREDICT_INIT) + " random gives meaningless masks."),
     image_size: int | None = typer.Option(None, "--image-size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
-    box: tuple[float, float, float, float] | None = typer.Option(None, "--box", help="Box prompt x0 y0 x1 y1 in image pixels."),
-    point: tuple[float, float] | None = typer.Option(None, "--point", help="Positive point prompt x y in image pixels."),
+    box: tuple[float, float, float, float] | None = typer.Option(None, "--box", metavar="X0 Y0 X1 Y1", help="Box prompt: four separate numbers in image pixels, e.g. --box 40 60 200 220."),
+    point: tuple[float, float] | None = typer.Option(None, "--point", metavar="X Y", help="Positive point prompt: two separate numbers in image pixels, e.g. --point 120 140."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
@@ -29,12 +36,12 @@ def predict(
 
     import torch
 
-    from samadapt.inference.predict import Prompt, collect_images, run_predict
-    from samadapt.models.loading import load_model
-
     from samadapt.engine.atomic import check_output_dir
     from samadapt.errors import UserError
-    from samadapt.inference.predict import check_inputs
+    from samadapt.finetune.runs import is_run_dir
+    from samadapt.inference.predict import Prompt, check_inputs, collect_images, run_predict
+    from samadapt.models.fast.encoder import PRECISIONS
+    from samadapt.models.sources import parse_init
 
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
@@ -42,25 +49,19 @@ def predict(
         torch.set_num_threads(threads)
     if image_size is not None and image_size <= 0:
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
-    from samadapt.models.fast.encoder import PRECISIONS
-
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and not fast:
         raise UserError(f"--precision {precision} needs the fast encoder: drop --no-fast")
+    source = parse_init(init, PREDICT_INIT, command="predict")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
     check_output_dir(out)
-    from samadapt.finetune.runs import is_run_dir
-
-    if is_run_dir(model):  # a fine-tuned run: its learned class prompts segment every class at once
-        _predict_with_run(Path(model), inputs, out, weights, image_size, box, point)
+    if model is not None and is_run_dir(model):  # a trained run: its learned class prompts segment every class
+        _predict_with_run(Path(model), inputs, out, source, image_size, box, point)
         return
     prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
     check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
-    from samadapt.models.fast import accelerate
-
-    net = accelerate(load_model(model, weights=weights, image_size=image_size).eval(), fast=fast, compile=compile,
-                     precision=precision)
+    net = _load_promptable(model, source, image_size, fast, compile, precision)
     summary = run_predict(net, inputs, out, prompt)
     seconds = summary["seconds"]
     total = sum(seconds.values())
@@ -70,17 +71,37 @@ def predict(
         print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))
 
 
-def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, weights, image_size, box, point) -> None:
+def _load_promptable(model: str | None, source, image_size: int | None, fast: bool, compile: bool, precision: str):
+    """The Segment Anything model `--model`/`--init` name, accelerated, in eval mode; random
+    weights are announced on stderr."""
+    from samadapt.errors import UserError
+    from samadapt.finetune.runs import is_run_dir, refuse_fewshot_run
+    from samadapt.models.fast import accelerate
+    from samadapt.models.loading import load_model
+    from samadapt.models.sources import warn_random_weights, weights_path
+
+    if source.kind == "ckpt":
+        refuse_fewshot_run(source.path)
+    if source.kind == "ckpt" and is_run_dir(source.path):
+        raise UserError(f"a fine-tuning run segments with its class prompts: use --model {source.path}", source.path)
+    weights = weights_path(source)
+    net = load_model(model or (None if weights else DEFAULT_MODEL), weights=weights, image_size=image_size)
+    if weights is None:
+        warn_random_weights(net.name, "the masks")
+    return accelerate(net.eval(), fast=fast, compile=compile, precision=precision)
+
+
+def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, image_size, box, point) -> None:
     import json
 
     from samadapt.errors import UserError
-    from samadapt.finetune.runs import load_run
-    from samadapt.inference.predict import run_predict_classes
+    from samadapt.finetune.runs import load_run, refuse_fewshot_run
+    from samadapt.inference.predict import check_inputs, run_predict_classes
 
-    if weights is not None or box is not None or point is not None:
-        raise UserError("a fine-tuning run segments without prompts or --weights: drop --weights/--box/--point", run_dir)
-    from samadapt.inference.predict import check_inputs
-
+    refuse_fewshot_run(run_dir)
+    if not source.is_random or box is not None or point is not None:
+        raise UserError(f"a fine-tuning run segments without prompts or {INIT_OPTION}: drop "
+                        f"{INIT_OPTION}/--box/--point", run_dir)
     check_inputs(inputs)
     run = load_run(run_dir, image_size=image_size)
     summary = run_predict_classes(run.model, inputs, out)

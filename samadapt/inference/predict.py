@@ -19,6 +19,19 @@ import torch
 from samadapt.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+# Output names of every predicting command (`predict`, `fewshot predict`): <stem>_mask.png (or
+# .nii.gz), <stem>_overlay.png and, for class masks, classes.json naming the values.
+MASK_SUFFIX = "_mask"
+OVERLAY_SUFFIX = "_overlay"
+CLASSES_FILE = "classes.json"
+
+
+def classes_json(class_names: list[str]) -> str:
+    """The classes.json text: {"0": "background", "1": first class, ...}."""
+    import json
+
+    classes = {"0": "background", **{str(k): name for k, name in enumerate(class_names, start=1)}}
+    return json.dumps(classes, indent=1) + "\n"
 
 
 @dataclass(frozen=True)
@@ -142,8 +155,8 @@ def _segment_folder(inputs: list[Path], out_dir: Path, label_image, progress: bo
             timer.add("read", start)
             labels = label_image(image, timer)
             start = time.perf_counter()
-            (stage / f"{path.stem}_mask.png").write_bytes(png_bytes(labels * np.uint8(png_scale)))
-            (stage / f"{path.stem}_overlay.png").write_bytes(png_bytes(overlay_labels(image, labels)))
+            (stage / f"{path.stem}{MASK_SUFFIX}.png").write_bytes(png_bytes(labels * np.uint8(png_scale)))
+            (stage / f"{path.stem}{OVERLAY_SUFFIX}.png").write_bytes(png_bytes(overlay_labels(image, labels)))
             timer.add("write", start)
             counts[path.name] = np.bincount(labels.ravel(), minlength=256) / labels.size
         for name, text in (extra_files or {}).items():
@@ -183,8 +196,6 @@ def run_predict_classes(model, inputs: list[Path], out_dir: Path, progress: bool
     `classes.json`, same size as the input) and `<stem>_overlay.png`. Returns a summary with the
     fraction of pixels per class per image and seconds per stage.
     """
-    import json
-
     from samadapt.finetune.runs import segment_index
 
     check_inputs(inputs)  # unreadable files fail before any work, as in `run_predict`
@@ -196,9 +207,7 @@ def run_predict_classes(model, inputs: list[Path], out_dir: Path, progress: bool
         timer.add("segment", start)
         return labels
 
-    classes = {"0": "background", **{str(k): name for k, name in enumerate(names, start=1)}}
-    fractions, timer = _segment_folder(inputs, out_dir, label_image, progress,
-                                       {"classes.json": json.dumps(classes, indent=1) + "\n"})
+    fractions, timer = _segment_folder(inputs, out_dir, label_image, progress, {CLASSES_FILE: classes_json(names)})
     return {"images": len(inputs),
             "foreground_fraction": {image: {name: float(v[k]) for k, name in enumerate(names, start=1)}
                                     for image, v in fractions.items()},

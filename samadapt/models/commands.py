@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from samadapt.models.sources import HF_PAGE, SAM2_RELEASE_PAGE, SAM_RELEASE_PAGE
+
 
 def _count_parameters(name: str) -> int:
     """Parameters of the image-segmentation model (random init on the meta device: no memory)."""
@@ -14,6 +16,16 @@ def _count_parameters(name: str) -> int:
     with torch.device("meta"):
         model = build_hf_model(name)
     return sum(p.numel() for p in model.parameters())
+
+
+# Printed under the table: without downloaded weights every variant is random and untrained.
+WEIGHTS_NOTE = (
+    "\nNothing is downloaded: without --init sam2:PATH every model has random, untrained weights.\n"
+    f"SAM2/SAM2.1 .pt files: {SAM2_RELEASE_PAGE} (checkpoints section); SAM .pth files: {SAM_RELEASE_PAGE}.\n"
+    f"Hugging Face folders: {HF_PAGE}/facebook/<name>, e.g. {HF_PAGE}/facebook/sam2.1-hiera-tiny\n"
+    "(download with `hf download facebook/sam2.1-hiera-tiny --local-dir sam2.1-hiera-tiny`).\n"
+    "Use either with --init sam2:PATH, e.g. `samadapt predict --model sam2.1-hiera-tiny --init sam2:sam2.1_hiera_tiny.pt ...`."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,3 +52,4 @@ def register(app: typer.Typer) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print(WEIGHTS_NOTE)

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from samadapt.errors import UserError
 
 DEFAULT_IMAGE_SIZE = 1024
+# Input size of the training commands and of the few-shot feature cache: a quarter of the pixels
+# of Meta's 1024, so a CPU step stays affordable, and one number so that a cache, the run trained
+# on it and its predictions agree without flags.
+TRAINING_IMAGE_SIZE = 512
 # A small but real configuration for tests and quick experiments: Hiera-T at 256 px.
 TEST_MODEL = "sam2-hiera-tiny"
 TEST_IMAGE_SIZE = 256

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from samadapt.models.registry import TRAINING_IMAGE_SIZE
+from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+
 
 def register(app: typer.Typer) -> None:
     app.command("pretrain")(pretrain)
@@ -15,15 +18,15 @@ def pretrain(
     data: list[str] = typer.Option(..., "--data", help="Folder of images (searched recursively), image/NIfTI file, or dataset description; repeat for several."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics, recon/ pictures, and encoder/ at the end."),
     model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="SAM2 variant (see `samadapt models`)."),
-    image_size: int = typer.Option(512, "--image-size", help="Training input size in pixels, a multiple of 32 (the mask unit)."),
-    init: str = typer.Option("random", "--init", help="'random', or a path to SAM2 weights (Meta .pt, Hugging Face folder, samadapt checkpoint)."),
+    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Training input size in pixels, a multiple of 32 (the mask unit)."),
+    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
     mask_ratio: float = typer.Option(0.75, "--mask-ratio", help="Fraction of 32x32-pixel units hidden, strictly between 0 and 1."),
     path: str = typer.Option("sparse", "--path", help="sparse: the encoder sees only visible units (fast); dense: mask tokens, full grid."),
     epochs: int = typer.Option(100, "--epochs", help="Training epochs (may be raised when resuming)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
     lr: float = typer.Option(1.5e-4, "--lr", help="Peak AdamW learning rate."),
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on biases, norms, embeddings)."),
-    warmup_epochs: float = typer.Option(5.0, "--warmup-epochs", help="Linear warm-up before the cosine decay, in epochs."),
+    warmup_epochs: float | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up before the cosine decay, in epochs (default: 5, or all of a shorter run)."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm to this value (0: off)."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and masks."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Also save a resumable checkpoint every N steps (0: only per epoch)."),
@@ -42,12 +45,14 @@ def pretrain(
 
     from samadapt.cli import relaunch_on_devices
     from samadapt.errors import UserError
+    from samadapt.models.sources import parse_init
     from samadapt.pretrain.train import PretrainConfig, run_pretrain
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
+    parse_init(init, command="pretrain")  # a misspelt --init fails before the images are read
     if threads:
         import torch
 

@@ -22,6 +22,9 @@ from samadapt.pretrain.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_g
 
 ENCODER_DIR = "encoder"
 RECON_DIR = "recon"
+# Warm-up when none is given: 5 epochs, or the whole run when it is shorter (a 1-epoch smoke run
+# must not be refused for a default it did not choose).
+DEFAULT_WARMUP_EPOCHS = 5.0
 
 
 @dataclass
@@ -39,7 +42,7 @@ class PretrainConfig:
     batch_size: int = 8
     lr: float = 1.5e-4
     weight_decay: float = 0.05
-    warmup_epochs: float = 5.0
+    warmup_epochs: float | None = None  # None: DEFAULT_WARMUP_EPOCHS, at most --epochs (see `warmup`)
     grad_clip: float = 1.0
     seed: int = 0
     patch_size: int = 16
@@ -61,7 +64,7 @@ class PretrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        if not 0 <= self.warmup() <= self.epochs:
             raise UserError(f"--warmup-epochs must be in [0, --epochs={self.epochs}], got {self.warmup_epochs}")
         if MASK_UNIT_PIXELS % self.patch_size:
             raise UserError(f"patch size {self.patch_size} must divide the mask unit ({MASK_UNIT_PIXELS} pixels)")
@@ -71,6 +74,10 @@ class PretrainConfig:
             raise UserError(f"--workers {self.num_workers}: must be >= 0")
         if not self.data:
             raise UserError("give at least one --data folder or file")
+
+    def warmup(self) -> float:
+        """Warm-up in epochs: the one given, else the default cut to the length of the run."""
+        return min(DEFAULT_WARMUP_EPOCHS, self.epochs) if self.warmup_epochs is None else self.warmup_epochs
 
     def resume_key(self) -> dict:
         """What a resumed run must share with the original (epochs and logging cadence may change)."""
@@ -122,14 +129,13 @@ def build_model(config: PretrainConfig):
     """The `SegmentAnything` model (random or from SAM2 weights) and the MAE around its trunk."""
     from samadapt.models.loading import load_model
     from samadapt.models.registry import get_spec
+    from samadapt.models.sources import parse_init, weights_path
     from samadapt.pretrain.mae import MaskedAutoencoder
 
     spec = get_spec(config.model)
     if spec.family != "sam2":
         raise UserError(f"MAE pre-training supports SAM2 Hiera models; {config.model} is a {spec.family} model")
-    weights = None if config.init == "random" else config.init
-    if weights is not None and not Path(weights).exists():
-        raise UserError("--init must be 'random' or a path to SAM2 weights; path not found", weights)
+    weights = weights_path(parse_init(config.init, command="pretrain"))
     model = load_model(spec.name, weights, config.image_size)
     mae = MaskedAutoencoder(model.trunk, patch_size=config.patch_size, decoder_dim=config.decoder_dim,
                             decoder_depth=config.decoder_depth, norm_pix=config.norm_pix,
@@ -184,7 +190,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     steps_per_epoch = len(dataset) // config.batch_size  # drop_last; refined by the trainer under DDP
 
     def scheduler(opt, total_steps):
-        warmup = min(total_steps, round(config.warmup_epochs * max(1, total_steps // config.epochs)))
+        warmup = min(total_steps, round(config.warmup() * max(1, total_steps // config.epochs)))
         return cosine_with_warmup(opt, total_steps, warmup_steps=warmup)
 
     pictures = ReconstructionPictures(dataset, grid, config.path, run_dir / RECON_DIR, config.recon_every,

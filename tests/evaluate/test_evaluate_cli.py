@@ -138,3 +138,24 @@ def test_importing_the_evaluation_modules_loads_no_heavy_library():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_without_out_prints_the_summary_and_writes_nothing(tmp_path, capsys):
+    _png(tmp_path / "gt" / "a.png", _square())
+    _png(tmp_path / "pred" / "a.png", _square(shift=4))
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = _run(["evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys)
+    assert code == 0, err
+    assert "| class_1 | 0.500" in out and "evaluated 1 cases (1 classes); mean Dice 0.5000" in out
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_predictions_named_like_predict_writes_them_pair_with_plain_ground_truth(tmp_path, capsys):
+    """`predict` and `fewshot predict` write <stem>_mask.png beside <stem>_overlay.png: the masks
+    pair with <stem>.png, the overlays are not read as predictions."""
+    _png(tmp_path / "gt" / "a.png", _square())
+    _png(tmp_path / "pred" / "a_mask.png", _square(value=255))
+    _png(tmp_path / "pred" / "a_overlay.png", np.full((16, 16), 7))
+    code, out, err = _run(["evaluate", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt"], capsys)
+    assert code == 0, err
+    assert "evaluated 1 cases (1 classes); mean Dice 1.0000" in out

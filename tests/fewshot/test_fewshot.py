@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_training_refuses_a_cache_whose_weights_file_was_replaced(phantom_2d, tm
 
 
 # ----------------------------------------------------------------------------------- training
-def test_training_never_runs_the_encoder_and_saves_a_usable_run(phantom_2d, cache_2d, tmp_path, monkeypatch):
+def test_training_never_runs_the_encoder_and_saves_a_usable_run(phantom_2d, cache_2d, tmp_path, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(SegmentAnything, "encode", lambda self, *a, **k: calls.append(1) or 1 / 0)
     dataset = load_dataset(phantom_2d)
@@ -165,12 +166,22 @@ def test_training_never_runs_the_encoder_and_saves_a_usable_run(phantom_2d, cach
     assert [i.item_id for i in again] == summary["support"]["items"]
     monkeypatch.undo()
     out = tmp_path / "pred"
-    assert main(["fewshot", "predict", "--run", str(tmp_path / "run"), "--input", str(phantom_2d.parent / "images"),
+    assert main(["fewshot", "predict", "--model", str(tmp_path / "run"), "--input", str(phantom_2d.parent / "images"),
                  "--out", str(out)]) == 0
     from samadapt.data.io import read_image
 
-    labels = read_image(out / "A0001.png", keep_indices=True)
+    labels = read_image(out / "A0001_mask.png", keep_indices=True)  # the names `samadapt predict` writes
     assert labels.shape == (64, 64) and labels.max() <= 3
+    assert (out / "A0001_overlay.png").is_file()
+    assert json.loads((out / "classes.json").read_text()) == {"0": "background", **{
+        str(k): name for k, name in enumerate(dataset.class_names, start=1)}}
+    capsys.readouterr()
+    # the fine-tuning commands name the command that reads a few-shot run
+    for command in (["predict", "--input", str(phantom_2d.parent / "images" / "A0001.png"), "--out", str(tmp_path / "p")],
+                    ["evaluate", "--data", str(phantom_2d)]):
+        assert main([*command, "--model", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "this is a few-shot run: use `samadapt fewshot predict --model RUN`" in err[0]
 
 
 def test_bad_support_inputs_are_user_errors(phantom_2d, cache_2d, tmp_path, capsys):
@@ -182,10 +193,10 @@ def test_bad_support_inputs_are_user_errors(phantom_2d, cache_2d, tmp_path, caps
     with pytest.raises(UserError, match="built with model"):
         train_fewshot(dataset.cases, dataset.class_names, cache_2d, tmp_path / "r", FewShotConfig(shots=1, epochs=1),
                       model_name="sam2-hiera-small", progress=False)
-    code = main(["fewshot", "train", "--support", str(phantom_2d), "--cache", str(tmp_path / "missing"),
+    code = main(["fewshot", "train", "--data", str(phantom_2d), "--cache", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "r2"), "--shots", "2"])
     assert code == 2 and "not a few-shot feature cache" in capsys.readouterr().err
-    code = main(["fewshot", "predict", "--run", str(tmp_path / "nothing"), "--input", str(phantom_2d.parent / "images"),
+    code = main(["fewshot", "predict", "--model", str(tmp_path / "nothing"), "--input", str(phantom_2d.parent / "images"),
                  "--out", str(tmp_path / "p")])
     assert code == 2
 
@@ -197,15 +208,15 @@ def test_nifti_prediction_keeps_the_volume_geometry(tmp_path):
     cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
     assert main(["fewshot", "cache", "--model", MODEL, "--image-size", str(SIZE), "--data", str(description),
                  "--out", str(cache)]) == 0
-    assert main(["fewshot", "train", "--support", str(description), "--cache", str(cache), "--out", str(run),
+    assert main(["fewshot", "train", "--data", str(description), "--cache", str(cache), "--out", str(run),
                  "--shots", "2", "--epochs", "1"]) == 0
     source = tmp_path / "oblique.nii.gz"
     affine = np.array([[0, -1.5, 0, 10], [2.0, 0, 0, -5], [0, 0, 3.0, 7], [0, 0, 0, 1]])
     data = nib.load(str(description.parent / "images" / "A0001.nii.gz")).get_fdata()[:, :48]
     nib.save(nib.Nifti1Image(data.astype(np.int16), affine), str(source))
-    assert main(["fewshot", "predict", "--run", str(run), "--input", str(source), "--out", str(out),
+    assert main(["fewshot", "predict", "--model", str(run), "--input", str(source), "--out", str(out),
                  "--largest-component"]) == 0
-    written = nib.load(str(out / "oblique.nii.gz"))
+    written = nib.load(str(out / "oblique_mask.nii.gz"))
     assert written.shape == data.shape
     np.testing.assert_allclose(written.affine, affine)
     assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(affine)
@@ -262,10 +273,10 @@ def test_hippocampus_volumes_round_trip(tmp_path):
             (tmp_path / "data" / sub / name).symlink_to(source / sub / name)
     data, cache, run, out = tmp_path / "data", tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
     assert main(["fewshot", "cache", "--image-size", str(SIZE), "--data", str(data), "--out", str(cache)]) == 0
-    assert main(["fewshot", "train", "--support", str(data), "--cache", str(cache), "--out", str(run),
+    assert main(["fewshot", "train", "--data", str(data), "--cache", str(cache), "--out", str(run),
                  "--shots", "2", "--epochs", "1"]) == 0
     volume = data / "imagesTr" / names[0]
-    assert main(["fewshot", "predict", "--run", str(run), "--input", str(volume), "--out", str(out)]) == 0
-    original, written = nib.load(str(volume)), nib.load(str(out / names[0]))
+    assert main(["fewshot", "predict", "--model", str(run), "--input", str(volume), "--out", str(out)]) == 0
+    original, written = nib.load(str(volume)), nib.load(str(out / names[0].replace(".nii", "_mask.nii", 1)))
     assert written.shape == original.shape[:3]
     np.testing.assert_allclose(written.affine, original.affine)

@@ -12,7 +12,7 @@ from .conftest import read_json, run_cli
 @pytest.mark.slow
 def test_ablation_table_over_losses_and_folds(anatomy, anatomy_cv, tmp_path, capsys):
     out = tmp_path / "ablation"
-    args = ["ablate-loss", "--data", anatomy[0], "--split", anatomy_cv, "--out", out, "--folds", "all",
+    args = ["ablate-loss", "--data", anatomy[0], "--splits", anatomy_cv, "--out", out, "--folds", "all",
             "--losses", "dice,focal-tversky", "--image-size", "64", "--epochs", "1", "--batch-size", "1", "--model", "unet", "--train", "all"]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
@@ -55,7 +55,7 @@ def anatomy_cv_test(tmp_path_factory, anatomy) -> str:
 @pytest.mark.slow
 def test_ablation_scores_the_test_part_when_best_selects_on_val(anatomy, anatomy_cv_test, tmp_path, capsys):
     out = tmp_path / "ablation"
-    args = ["ablate-loss", "--data", anatomy[0], "--split", anatomy_cv_test, "--out", out, "--folds", "all",
+    args = ["ablate-loss", "--data", anatomy[0], "--splits", anatomy_cv_test, "--out", out, "--folds", "all",
             "--losses", "dice", "--image-size", "64", "--epochs", "1", "--batch-size", "1", "--model", "unet",
             "--train", "all", "--keep", "best"]
     code, stdout, err = run_cli(args, capsys)
@@ -69,7 +69,7 @@ def test_ablation_scores_the_test_part_when_best_selects_on_val(anatomy, anatomy
 
 
 def test_ablation_refuses_unknown_presets_and_folds(anatomy, anatomy_cv, tmp_path, capsys):
-    base = ["ablate-loss", "--data", anatomy[0], "--split", anatomy_cv, "--out", tmp_path / "a"]
+    base = ["ablate-loss", "--data", anatomy[0], "--splits", anatomy_cv, "--out", tmp_path / "a"]
     code, _, err = run_cli([*base, "--losses", "dice,hinge"], capsys)
     assert code == 2 and "hinge" in err
     code, _, err = run_cli([*base, "--folds", "0,5"], capsys)

@@ -11,7 +11,7 @@ TINY = ["--model", "sam2-hiera-tiny", "--image-size", "64", "--batch-size", "2",
 
 
 def _finetune(data, split, out, capsys, *extra):
-    return run_cli(["finetune", "--data", data, "--split", split, "--out", out, *TINY, *extra], capsys)
+    return run_cli(["finetune", "--data", data, "--splits", split, "--out", out, *TINY, *extra], capsys)
 
 
 def test_run_folder_holds_model_classes_and_curves(anatomy, tmp_path, capsys):
@@ -161,7 +161,7 @@ def test_presence_gate_trains_and_is_restored(anatomy, tmp_path, capsys):
     loaded = load_run(tmp_path / "run")
     assert loaded.model.presence and loaded.info["presence"] is True
     assert "presence_loss" in (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
-    code, _, err = run_cli(["finetune", "--data", anatomy[0], "--split", anatomy[1], "--out", tmp_path / "unet",
+    code, _, err = run_cli(["finetune", "--data", anatomy[0], "--splits", anatomy[1], "--out", tmp_path / "unet",
                             "--model", "unet", "--image-size", "64", "--presence"], capsys)
     assert code == 2 and "presence" in err and not (tmp_path / "unet").exists()
 

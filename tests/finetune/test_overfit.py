@@ -9,7 +9,7 @@ from .conftest import read_json, run_cli
 
 def _fit(anatomy, out, capsys, *args):
     data, split = anatomy
-    code, _, err = run_cli(["finetune", "--data", data, "--split", split, "--out", out, "--batch-size", "2",
+    code, _, err = run_cli(["finetune", "--data", data, "--splits", split, "--out", out, "--batch-size", "2",
                             "--no-augment", "--seed", "0", *args], capsys)
     assert code == 0, err
     return read_json(out / "summary.json")

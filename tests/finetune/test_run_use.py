@@ -15,14 +15,14 @@ def tiny_run(anatomy, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("run") / "run"
     data, split = anatomy
-    code = main(["finetune", "--data", str(data), "--split", str(split), "--out", str(run), "--image-size", "64",
+    code = main(["finetune", "--data", str(data), "--splits", str(split), "--out", str(run), "--image-size", "64",
                  "--epochs", "1", "--batch-size", "2", "--no-augment"])
     assert code == 0
     return run
 
 
 def test_evaluate_a_run_on_its_validation_cases(tiny_run, anatomy, tmp_path, capsys):
-    code, out, err = run_cli(["evaluate", "--model", tiny_run, "--data", anatomy[0], "--split", "val",
+    code, out, err = run_cli(["evaluate", "--model", tiny_run, "--data", anatomy[0], "--part", "val",
                               "--out", tmp_path / "eval"], capsys)
     assert code == 0, err
     assert "evaluated 2 cases (3 classes)" in out
@@ -33,9 +33,9 @@ def test_evaluate_a_run_on_its_validation_cases(tiny_run, anatomy, tmp_path, cap
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--split", "test"], "no labelled cases"),
-    (["--split", "val", "--fold", "4"], "--fold 4"),
-    (["--split", "holdout"], "holdout"),
+    (["--part", "test"], "no labelled cases"),
+    (["--part", "val", "--fold", "4"], "--fold 4"),
+    (["--part", "holdout"], "holdout"),
 ])
 def test_evaluate_a_run_refuses_bad_input(tiny_run, anatomy, tmp_path, capsys, args, message):
     code, _, err = run_cli(["evaluate", "--model", tiny_run, "--data", anatomy[0], *args, "--out", tmp_path / "e"], capsys)
@@ -46,7 +46,7 @@ def test_evaluate_refuses_classes_the_run_lacks(tiny_run, tmp_path, capsys):
     from samadapt.data.phantoms import generate_phantoms
 
     fa = generate_phantoms(tmp_path / "fa", n=4, size=64, kind="fa")
-    code, _, err = run_cli(["evaluate", "--model", tiny_run, "--data", fa, "--split", "val", "--out", tmp_path / "e"], capsys)
+    code, _, err = run_cli(["evaluate", "--model", tiny_run, "--data", fa, "--part", "val", "--out", tmp_path / "e"], capsys)
     assert code == 2 and "leakage" in err
 
 

@@ -39,10 +39,14 @@ def test_predict_folder_writes_mask_and_overlay_of_input_size(images: Path, tmp_
 
 
 @pytest.mark.parametrize("prompt", [["--box", "10", "10", "60", "50"], ["--point", "30", "40"]])
-def test_predict_with_prompts(images: Path, tmp_path: Path, prompt: list[str]):
+def test_predict_with_prompts(images: Path, tmp_path: Path, prompt: list[str], capsys):
     out = tmp_path / "out"
     assert main(["predict", "--input", str(images / "grey.png"), "--out", str(out), *TINY, *prompt]) == 0
     assert (out / "grey_mask.png").is_file()
+    # random weights are said once, loudly, with where the real ones are
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samadapt: warning: sam2-hiera-tiny has RANDOM, UNTRAINED weights")
+    assert "https://github.com/facebookresearch/sam2" in err[0] and "huggingface.co/facebook/sam2-hiera-tiny" in err[0]
 
 
 def _one_line_error(capsys) -> str:
@@ -61,7 +65,7 @@ def _one_line_error(capsys) -> str:
         (lambda d: ["--input", str(d / "grey.png"), "--point", "-1", "5"], "--point -1 5"),
         (lambda d: ["--input", str(d / "grey.png"), "--model", "sam2-hiera-tinyy"], "sam2-hiera-tinyy"),
         (lambda d: ["--input", str(d / "grey.png"), "--image-size", "0"], "--image-size 0"),
-        (lambda d: ["--input", str(d / "grey.png"), "--weights", str(d / "nope.pt")], "nope.pt"),
+        (lambda d: ["--input", str(d / "grey.png"), "--init", f"sam2:{d / 'nope.pt'}"], "nope.pt"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(images, tmp_path, capsys, make_args, fragment):

@@ -119,17 +119,31 @@ def test_missing_run_for_export_is_user_error(tmp_path):
         load_pretrained_encoder(tmp_path)
 
 
-def test_init_from_sam2_weights_starts_from_them(finished_run, image_folder, tmp_path):
-    """--init PATH: the trunk starts from those weights (here the encoder folder of another run)."""
+@pytest.mark.parametrize("init", ["ckpt:{run}/encoder", "mae:{run}"])
+def test_init_from_saved_weights_starts_from_them(finished_run, image_folder, tmp_path, init):
+    """--init ckpt:DIR / mae:RUN_DIR: the trunk starts from those weights (here another run's encoder)."""
     from samadapt.models.checkpoint import load_checkpoint
     from samadapt.pretrain.train import build_model
 
     out, _ = finished_run
     config = PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), image_size=64, batch_size=2,
-                            epochs=1, warmup_epochs=0, init=str(out / "encoder"))
+                            epochs=1, warmup_epochs=0, init=init.format(run=out))
     model, mae = build_model(config)
     saved = load_checkpoint(out / "encoder").model
     for key, value in saved.trunk.state_dict().items():
         assert torch.equal(value, mae.trunk.state_dict()[key]), key
-    with pytest.raises(UserError, match="--init"):
-        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=str(tmp_path / "none")))
+    with pytest.raises(UserError, match="--init .*: use random, sam2:PATH"):  # a bare path is not the grammar
+        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=str(out / "encoder")))
+    with pytest.raises(UserError, match="weights file not found"):
+        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=f"sam2:{tmp_path / 'none'}"))
+
+
+def test_default_warmup_fits_a_short_run():
+    """The default warm-up (5 epochs) is cut to the run's length, so `--epochs 1` is valid as it stands."""
+    short = PretrainConfig(data=["x"], out="o", epochs=1)
+    short.validate()
+    assert short.warmup() == 1
+    assert PretrainConfig(data=["x"], out="o", epochs=100).warmup() == 5
+    assert PretrainConfig(data=["x"], out="o", epochs=3, warmup_epochs=0).warmup() == 0
+    with pytest.raises(UserError, match="--warmup-epochs must be in"):
+        PretrainConfig(data=["x"], out="o", epochs=1, warmup_epochs=2).validate()

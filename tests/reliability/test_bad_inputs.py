@@ -39,7 +39,7 @@ class Case:
     message: str  # fragment of the one error line
 
 
-FA = "--data fa --split fa/splits.json"
+FA = "--data fa --splits fa/splits.json"
 TINY_MAE = "--image-size 64 --batch-size 1 --epochs 1 --warmup-epochs 0"
 
 CASES = [
@@ -69,17 +69,26 @@ CASES = [
     Case("unknown-family", "models --family yolo", "--family must be sam2 or sam, got 'yolo'"),
     Case("phantom-size-too-small", "phantom --out out --size 8", "--size must be between 32 and 4096, got 8"),
     Case("phantom-unknown-kind", "phantom --out out --kind ct", "--kind must be 'fa' or 'anatomy'"),
+    Case("phantom-montage-of-volumes", "phantom --out out --kind anatomy --dims 3d --n 2 --size 32 --montage m.png",
+         "--montage draws 2D phantoms"),
     Case("compare-too-few-resamples", "compare a b --out out --resamples 5", "--resamples 5"),
     # ---------------------------------------------------------------- checkpoints and weights
-    Case("pickle-that-runs-code", "predict --input bad/ok.png --out out --weights bad/runs_code.pt",
+    Case("pickle-that-runs-code", "predict --input bad/ok.png --out out --init sam2:bad/runs_code.pt",
          "refusing to load"),
-    Case("zero-byte-weights", "predict --input bad/ok.png --out out --weights bad/empty.pt",
+    Case("zero-byte-weights", "predict --input bad/ok.png --out out --init sam2:bad/empty.pt",
          "weights file is empty (0 bytes)"),
-    Case("flipped-byte-checkpoint", "predict --input bad/ok.png --out out --weights ckpt_flipped",
+    Case("flipped-byte-checkpoint", "predict --input bad/ok.png --out out --init ckpt:ckpt_flipped",
          "ckpt_flipped/model.safetensors: sha256 mismatch"),
-    Case("checkpoint-of-another-variant", "predict --input bad/ok.png --out out --weights ckpt_small",
+    Case("checkpoint-of-another-variant", "predict --input bad/ok.png --out out --model sam2-hiera-tiny --init ckpt:ckpt_small",
          "checkpoint is sam2-hiera-small but the model is sam2-hiera-tiny"),
-    Case("image-as-weights", "predict --input bad/ok.png --out out --weights bad/ok.png", "bad/ok.png"),
+    Case("image-as-weights", "predict --input bad/ok.png --out out --init sam2:bad/ok.png", "bad/ok.png"),
+    Case("init-bare-path", "predict --input bad/ok.png --out out --init ckpt_small",
+         "(for a weights file or folder: sam2:ckpt_small)"),
+    Case("init-unknown-kind", "predict --input bad/ok.png --out out --init imagenet:x", "--init 'imagenet:x': use random"),
+    Case("init-kind-without-path", "predict --input bad/ok.png --out out --init sam2:", "--init 'sam2:'"),
+    Case("predict-init-mae", "predict --input bad/ok.png --out out --init mae:fa", "predict takes random, sam2:PATH or ckpt:DIR"),
+    Case("init-ckpt-not-a-checkpoint", "predict --input bad/ok.png --out out --init ckpt:bad/empty_dir",
+         "not a samadapt checkpoint folder"),
     # ---------------------------------------------------------------- datasets
     Case("volume-given-as-description", "data check bad/nan.nii.gz", "not a dataset description"),
     Case("description-not-yaml", "data check bad/not_yaml.yaml", "not valid YAML"),
@@ -121,8 +130,8 @@ CASES = [
     Case("pretrain-data-missing", f"pretrain --data nowhere --out run {TINY_MAE}", "nowhere: --data path does not exist"),
     Case("pretrain-batch-above-images", "pretrain --data fa --out run --image-size 64 --batch-size 200",
          "--batch-size 200 is larger than the 12 images"),
-    Case("pretrain-init-runs-code", f"pretrain --data fa --out run {TINY_MAE} --init bad/runs_code.pt", "refusing to load"),
-    Case("pretrain-init-flipped-byte", f"pretrain --data fa --out run {TINY_MAE} --init ckpt_flipped", "sha256 mismatch"),
+    Case("pretrain-init-runs-code", f"pretrain --data fa --out run {TINY_MAE} --init sam2:bad/runs_code.pt", "refusing to load"),
+    Case("pretrain-init-flipped-byte", f"pretrain --data fa --out run {TINY_MAE} --init ckpt:ckpt_flipped", "sha256 mismatch"),
     Case("pretrain-four-d-volume", f"pretrain --data bad/four_d.nii.gz --out run {TINY_MAE}", "expected a 3D volume"),
     Case("pretrain-volume-with-nan", f"pretrain --data bad/nan.nii.gz --out run {TINY_MAE}", "NaN"),
     Case("pretrain-five-channel-tiff", f"pretrain --data bad/five_channels.tif --out run {TINY_MAE}", "1-4 channels"),
@@ -131,30 +140,32 @@ CASES = [
     # ---------------------------------------------------------------- finetune and ablate-loss
     Case("unknown-loss-term", f"finetune {FA} --out run --loss dice+hinge", "unknown loss term 'hinge'"),
     Case("fold-outside-split", f"finetune {FA} --out run --fold 5", "--fold 5 is outside the split"),
-    Case("splits-of-another-dataset", "finetune --data anat2d --split fa/splits.json --out run",
+    Case("splits-of-another-dataset", "finetune --data anat2d --splits fa/splits.json --out run",
          "splits are for dataset 'phantom-fa'"),
-    Case("splits-file-not-json", "finetune --data fa --split bad/a_file --out run", "cannot read splits"),
+    Case("splits-file-not-json", "finetune --data fa --splits bad/a_file --out run", "cannot read splits"),
     Case("finetune-unknown-train-mode", f"finetune {FA} --out run --train everything", "--train must be one of"),
     Case("finetune-layer-decay-above-one", f"finetune {FA} --out run --layer-decay 2", "layer_decay must be in (0, 1]"),
     Case("finetune-init-runs-code", f"finetune {FA} --out run --init sam2:bad/runs_code.pt", "refusing to load"),
-    Case("finetune-mask-with-foreign-label", "finetune --data fa_foreign --split fa/splits.json --out run "
+    Case("finetune-mask-with-foreign-label", "finetune --data fa_foreign --splits fa/splits.json --out run "
          "--image-size 64 --epochs 1", "label values outside the class list: 7"),
     Case("finetune-output-under-a-file", f"finetune {FA} --out bad/a_file/run --image-size 64", "bad/a_file"),
     Case("finetune-negative-workers", f"finetune {FA} --out run --image-size 64 --workers -1", "--workers -1"),
     Case("ablation-unknown-loss", f"ablate-loss {FA} --out out --losses dice,hinge", "unknown presets ['hinge']"),
+    Case("ablation-negative-threads", f"ablate-loss {FA} --out out --threads -1", "--threads -1: must be at least 1"),
+    Case("finetune-init-bare-path", f"finetune {FA} --out run --init bad/runs_code.pt", "sam2:bad/runs_code.pt"),
     Case("ablation-fold-outside-split", f"ablate-loss {FA} --out out --folds 7", "folds [7] are outside the split"),
     # ---------------------------------------------------------------- few-shot
-    Case("more-shots-than-images", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 50",
+    Case("more-shots-than-images", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 50",
          "--shots 50 is more than the 4 labelled images"),
-    Case("more-shots-than-split-pool", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 3 "
-         "--split anat2d/splits.json", "--shots 3 is more than the 2 labelled images"),
-    Case("zero-shots", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 0", "--shots must be at least 1"),
-    Case("fewshot-fold-outside-split", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 1 "
-         "--split anat2d/splits.json --fold 3", "fold 3 does not exist"),
-    Case("not-a-feature-cache", "fewshot train --support anat2d --cache bad --out run", "not a few-shot feature cache"),
-    Case("fewshot-unknown-loss", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 1 --loss hinge",
+    Case("more-shots-than-split-pool", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 3 "
+         "--splits anat2d/splits.json", "--shots 3 is more than the 2 labelled images"),
+    Case("zero-shots", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 0", "--shots must be at least 1"),
+    Case("fewshot-fold-outside-split", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 1 "
+         "--splits anat2d/splits.json --fold 3", "fold 3 does not exist"),
+    Case("not-a-feature-cache", "fewshot train --data anat2d --cache bad --out run", "not a few-shot feature cache"),
+    Case("fewshot-unknown-loss", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 1 --loss hinge",
          "unknown loss term 'hinge'"),
-    Case("fewshot-cache-of-other-model", "fewshot train --support anat2d --cache anat2d_cache --out run --shots 1 "
+    Case("fewshot-cache-of-other-model", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 1 "
          "--model sam2-hiera-small", "cache was built with model sam2-hiera-tiny"),
     Case("fewshot-cache-volume-with-nan", "fewshot cache --data anat3d_nan --out cache --image-size 64",
          "volume contains NaN"),
@@ -162,7 +173,16 @@ CASES = [
          "expected a 3D volume"),
     Case("fewshot-cache-zero-batch", "fewshot cache --data anat2d --out cache --image-size 64 --batch-size 0",
          "--batch-size 0"),
-    Case("fewshot-predict-not-a-run", "fewshot predict --run fa --input anat2d/images --out out", "fa: not a few-shot run"),
+    Case("fewshot-predict-not-a-run", "fewshot predict --model fa --input anat2d/images --out out", "fa: not a few-shot run"),
+    Case("fewshot-cache-init-unknown-kind", "fewshot cache --data anat2d --out cache --image-size 64 --init imagenet",
+         "--init 'imagenet': use random, sam2:PATH, mae:RUN_DIR or ckpt:DIR"),
+    Case("fewshot-cache-mae-run-missing", "fewshot cache --data anat2d --out cache --image-size 64 --init mae:fa",
+         "fa: not a pre-training run folder"),
+    Case("fewshot-baseline-init-mae", "fewshot baseline --data anat2d --out out --init mae:fa", "mask decoder never trained"),
+    Case("fewshot-baseline-unknown-part", "fewshot baseline --data anat2d --out out --splits anat2d/splits.json "
+         "--part holdout", "holdout"),
+    Case("pretrain-init-mae-run-missing", f"pretrain --data fa --out run {TINY_MAE} --init mae:fa",
+         "not a pre-training run folder"),
     Case("fewshot-baseline-unknown-prompt", "fewshot baseline --data anat2d --out out --prompt lasso",
          "--prompt must be one of point, box"),
 ]

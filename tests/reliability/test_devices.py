@@ -17,8 +17,8 @@ def test_devices_flag_is_removed_before_relaunching():
 
 @pytest.mark.parametrize("command", [
     ["pretrain", "--data", "nowhere", "--out", "run"],
-    ["finetune", "--data", "nowhere", "--split", "s.json", "--out", "run"],
-    ["fewshot", "train", "--support", "nowhere", "--cache", "c", "--out", "run"],
+    ["finetune", "--data", "nowhere", "--splits", "s.json", "--out", "run"],
+    ["fewshot", "train", "--data", "nowhere", "--cache", "c", "--out", "run"],
 ], ids=["pretrain", "finetune", "fewshot-train"])
 def test_devices_below_one_is_refused_before_anything_runs(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
