@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from samadapt.engine.curves import CurvePlot
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 
 VAL_METRIC = "val_dice"
 
@@ -244,11 +244,24 @@ def finetune(config: FinetuneConfig) -> dict:
     result = {**summary, "classes": classes, "parameters": counts, "seconds_this_session": seconds,
               "seconds_per_epoch": seconds / max(1, summary["epochs_completed"] - _resumed_epochs(summary)),
               "model_dir": str(out / "model")}
+    result["warnings"] = learning_warnings(summary)
     if trainer.is_main:
+        for line in result["warnings"]:
+            warn(line)
         save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
                                                  "splits": str(config.splits), "fold": config.fold})
         (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def learning_warnings(summary: dict) -> list[str]:
+    """What the summary line alone would hide: a best validation Dice of 0 reads like a number, but
+    means no validation image ever overlapped its masks."""
+    best = (summary.get("best") or {}).get("value")
+    if best is not None and best <= 0:
+        return ["nothing learned: the best validation Dice is 0 (no predicted pixel overlapped a mask in any "
+                "validation); check the labels, the learning rate and the number of epochs before using this model"]
+    return []
 
 
 def _resumed_epochs(summary: dict) -> int:
