@@ -54,17 +54,17 @@ PY
 fi
 
 for encoder in random mae; do
-  weights=()
-  [ "$encoder" = mae ] && weights=(--weights "$OUT/mae/encoder")
-  samadapt fewshot cache --model sam2-hiera-tiny "${weights[@]}" --image-size "$SIZE" --data "$OUT/dataset.yaml" \
+  init=random
+  [ "$encoder" = mae ] && init="mae:$OUT/mae"
+  samadapt fewshot cache --model sam2-hiera-tiny --init "$init" --image-size "$SIZE" --data "$OUT/dataset.yaml" \
     --out "$OUT/cache_$encoder"
   for k in $SHOTS; do
     for seed in $SEEDS; do
       run="$OUT/$encoder/k${k}_s${seed}"
       [ -f "$run/eval/summary.json" ] && continue
-      samadapt fewshot train --support "$OUT/dataset.yaml" --split "$OUT/splits.json" --shots "$k" --seed "$seed" \
+      samadapt fewshot train --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --shots "$k" --seed "$seed" \
         --cache "$OUT/cache_$encoder" --epochs "$EPOCHS" --lr 1e-3 --loss dice+bce --out "$run"
-      samadapt fewshot evaluate --run "$run" --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --split test \
+      samadapt fewshot evaluate --model "$run" --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --part test \
         --out "$run/eval" $EXTRA_EVAL
     done
   done

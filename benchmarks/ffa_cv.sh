@@ -46,12 +46,12 @@ train() {  # name fold extra-args...
   [[ " $MODELS " == *" $name "* ]] || return 0
   local run="$OUT/$name/fold$fold"
   if [ ! -f "$run/summary.json" ]; then
-    samadapt finetune --data "$OUT/dataset.yaml" --split "$OUT/splits.json" --fold "$fold" --image-size "$SIZE" \
+    samadapt finetune --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --fold "$fold" --image-size "$SIZE" \
       --loss "$LOSS" --epochs "$EPOCHS" --batch-size "$BATCH" --keep last --seed 0 --threads "$THREADS" \
       --out "$run" "$@"
   fi
   if [ ! -f "$run/eval/per_case.csv" ]; then
-    samadapt evaluate --model "$run" --data "$OUT/dataset.yaml" --split val --fold "$fold" --out "$run/eval"
+    samadapt evaluate --model "$run" --data "$OUT/dataset.yaml" --part val --fold "$fold" --out "$run/eval"
   fi
 }
 
