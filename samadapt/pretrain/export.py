@@ -7,15 +7,21 @@ input size (the position embedding is interpolated), so they load at any fine-tu
 
     state, provenance = load_pretrained_encoder("runs/mae1")
     model.image_encoder.load_state_dict(state)        # model: a SegmentAnything of the same variant
+
+A run stopped before its planned end (Ctrl-C, a signal, a step budget) still exports its encoder,
+so that it can be inspected or resumed; such an encoder is refused for initialisation unless
+SAMADAPT_ALLOW_UNFINISHED=1 is set (or `allow_unfinished=True` passed).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from samadapt.errors import UserError
+from samadapt.errors import UserError, warn
 
 IMAGE_ENCODER_PREFIX = "vision_encoder."
+ALLOW_UNFINISHED_ENV = "SAMADAPT_ALLOW_UNFINISHED"
 
 
 def resolve_encoder_dir(run_dir: str | Path) -> Path:
@@ -34,16 +40,29 @@ def resolve_encoder_dir(run_dir: str | Path) -> Path:
     return encoder
 
 
-def load_pretrained_encoder(run_dir: str | Path) -> tuple[dict, dict]:
+def load_pretrained_encoder(run_dir: str | Path, allow_unfinished: bool | None = None) -> tuple[dict, dict]:
     """(state dict for `SegmentAnything.image_encoder`, provenance) of a pre-training run.
 
     Provenance also carries "model" (the variant name) and "checkpoint" (the folder read), so the
-    caller can check it builds the same variant.
+    caller can check it builds the same variant. A run whose recorded status is not "completed" is
+    refused unless `allow_unfinished` (default: the SAMADAPT_ALLOW_UNFINISHED environment variable).
     """
     from samadapt.models.checkpoint import read_checkpoint_weights, read_metadata
 
     encoder_dir = resolve_encoder_dir(run_dir)
     meta = read_metadata(encoder_dir)
+    status = meta.get("provenance", {}).get("status")
+    if status is not None and status != "completed":
+        if allow_unfinished is None:
+            allow_unfinished = os.environ.get(ALLOW_UNFINISHED_ENV, "") not in ("", "0")
+        recorded = meta.get("provenance", {})
+        done = (f"{recorded.get('epochs_completed', '?')} of {recorded.get('epochs_planned', '?')} epochs, "
+                f"{recorded.get('steps', '?')} steps")
+        if not allow_unfinished:
+            raise UserError(f"pre-training did not complete (status {status}, {done}): resume it with "
+                            f"`samadapt pretrain ... --resume`, or set {ALLOW_UNFINISHED_ENV}=1 to use this "
+                            "encoder anyway", run_dir)
+        warn(f"{run_dir}: using the encoder of an unfinished pre-training run (status {status}, {done})")
     weights = read_checkpoint_weights(encoder_dir)  # sha256-verified
     state = {k[len(IMAGE_ENCODER_PREFIX):]: v for k, v in weights.state_dict.items() if k.startswith(IMAGE_ENCODER_PREFIX)}
     if not state:

@@ -138,6 +138,21 @@ def test_init_from_saved_weights_starts_from_them(finished_run, image_folder, tm
         build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=f"sam2:{tmp_path / 'none'}"))
 
 
+def test_encoder_of_an_unfinished_run_is_refused_unless_asked_for(image_folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "stopped"
+    config = PretrainConfig(data=[str(image_folder)], out=str(out), image_size=64, batch_size=2, epochs=3,
+                            warmup_epochs=0, lr=1e-3, recon_every=0)
+    assert run_pretrain(config, progress=False, max_steps=1)["status"] == "max_steps"  # stopped like a Ctrl-C
+    monkeypatch.delenv("SAMADAPT_ALLOW_UNFINISHED", raising=False)
+    with pytest.raises(UserError, match="did not complete .*status max_steps, 0 of 3 epochs.*SAMADAPT_ALLOW_UNFINISHED=1"):
+        load_pretrained_encoder(out)
+    capsys.readouterr()
+    monkeypatch.setenv("SAMADAPT_ALLOW_UNFINISHED", "1")
+    state, provenance = load_pretrained_encoder(out)
+    assert state and provenance["status"] == "max_steps"
+    assert "unfinished pre-training run" in capsys.readouterr().err
+
+
 def test_default_warmup_fits_a_short_run():
     """The default warm-up (5 epochs) is cut to the run's length, so `--epochs 1` is valid as it stands."""
     short = PretrainConfig(data=["x"], out="o", epochs=1)
