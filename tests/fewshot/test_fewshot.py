@@ -201,13 +201,15 @@ def test_bad_support_inputs_are_user_errors(phantom_2d, cache_2d, tmp_path, caps
     assert code == 2
 
 
-def test_nifti_prediction_keeps_the_volume_geometry(tmp_path):
+def test_nifti_prediction_keeps_the_volume_geometry(tmp_path, capsys):
     import nibabel as nib
 
     description = generate_phantoms(tmp_path / "ph3d", n=2, size=64, kind="anatomy", dims="3d", depth=6)
     cache, run, out = tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
     assert main(["fewshot", "cache", "--model", MODEL, "--image-size", str(SIZE), "--data", str(description),
                  "--out", str(cache)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("samadapt: warning:")]
+    assert len(warning) == 1 and "RANDOM, UNTRAINED weights" in warning[0] and "--init sam2:PATH" in warning[0]
     assert main(["fewshot", "train", "--data", str(description), "--cache", str(cache), "--out", str(run),
                  "--shots", "2", "--epochs", "1"]) == 0
     source = tmp_path / "oblique.nii.gz"
