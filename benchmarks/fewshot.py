@@ -110,30 +110,8 @@ def measure(size: int, repeats: int, model_name: str = DEFAULT_MODEL) -> dict:
 
         nocache_epoch = _epoch_seconds(nocache_step, batches, repeats)
 
-        # The full epoch is what `samadapt finetune --train all` pays on the same task: the product's
-        # class-prompt model (one decoder query per class, as in the few-shot step), the same loss
-        # at input resolution on the same masks, encoder and decoder both trained.
-        from samadapt.finetune.losses import parse_loss
-        from samadapt.finetune.model import ClassPromptSegmenter
-
-        base = build_frozen_model(model_name, None, size, fast=False)
-        full = ClassPromptSegmenter(base, dataset.class_names).train()
-        for parameter in full.parameters():
-            parameter.requires_grad_(True)
-        full_optimizer = torch.optim.AdamW(full.parameters(), lr=1e-5)
-        loss_fn = parse_loss(config.loss)
-        classes = len(dataset.class_names)
-
-        def full_step(indices):
-            logits = torch.nn.functional.interpolate(full(pixels[indices]), size=(size, size), mode="bilinear",
-                                                     align_corners=False)
-            target = torch.nn.functional.one_hot(support.masks[indices], classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
-            loss = loss_fn(logits, target, support.valid[indices].float())
-            full_optimizer.zero_grad()
-            loss.backward()
-            full_optimizer.step()
-
-        full_epoch = _epoch_seconds(full_step, batches, repeats)
+        full_epoch = _full_finetune_epoch(model_name, size, dataset.class_names, pixels, support, config.loss,
+                                          batches, repeats)
         result = {
             "model": model_name, "image_size": size, "images": images, "batch": batch,
             "matmul_gflops": round(matmul_gflops(), 1),
@@ -145,6 +123,37 @@ def measure(size: int, repeats: int, model_name: str = DEFAULT_MODEL) -> dict:
             "cache_bytes_per_image": int(report.bytes_per_item),
         }
     return result
+
+
+def _full_finetune_epoch(model_name: str, size: int, class_names: list[str], pixels, support, loss_spec: str,
+                         batches: list[list[int]], repeats: int) -> float:
+    """Seconds of one epoch of what `samadapt finetune --train all` pays on the same task: the
+    product's class-prompt model (one decoder query per class, as in the few-shot step), the same
+    loss at input resolution on the same masks, encoder and decoder both trained."""
+    import torch
+
+    from samadapt.fewshot.cache import build_frozen_model
+    from samadapt.finetune.losses import parse_loss
+    from samadapt.finetune.model import ClassPromptSegmenter
+
+    base = build_frozen_model(model_name, None, size, fast=False)
+    full = ClassPromptSegmenter(base, class_names).train()
+    for parameter in full.parameters():
+        parameter.requires_grad_(True)
+    full_optimizer = torch.optim.AdamW(full.parameters(), lr=1e-5)
+    loss_fn = parse_loss(loss_spec)
+    classes = len(class_names)
+
+    def full_step(indices):
+        logits = torch.nn.functional.interpolate(full(pixels[indices]), size=(size, size), mode="bilinear",
+                                                 align_corners=False)
+        target = torch.nn.functional.one_hot(support.masks[indices], classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
+        loss = loss_fn(logits, target, support.valid[indices].float())
+        full_optimizer.zero_grad()
+        loss.backward()
+        full_optimizer.step()
+
+    return _epoch_seconds(full_step, batches, repeats)
 
 
 if __name__ == "__main__":
