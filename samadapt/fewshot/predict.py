@@ -132,17 +132,19 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
         if volumes:
             for file in files:
                 volume = read_volume(file)
+                labels = segment_volume(run, volume.data, batch_size, largest_component)
                 name = f"{file_stem(file)}{MASK_SUFFIX}.nii.gz"
-                write_label_volume(stage / name, segment_volume(run, volume.data, batch_size, largest_component), volume)
+                write_label_volume(stage / name, labels, volume)
                 written.append(out_dir / name)
         else:
             for start in range(0, len(files), batch_size):
                 chunk = files[start:start + batch_size]
                 images = [read_image(f) for f in chunk]
-                for file, image, labels in zip(chunk, images, segment_units(run, [unit_image(i) for i in images], batch_size)):
-                    name = f"{file_stem(file)}{MASK_SUFFIX}.png"
-                    (stage / name).write_bytes(png_bytes(labels))
-                    (stage / f"{file_stem(file)}{OVERLAY_SUFFIX}.png").write_bytes(png_bytes(overlay_labels(image, labels)))
-                    written.append(out_dir / name)
+                predicted = segment_units(run, [unit_image(i) for i in images], batch_size)
+                for file, image, labels in zip(chunk, images, predicted):
+                    stem = file_stem(file)
+                    (stage / f"{stem}{MASK_SUFFIX}.png").write_bytes(png_bytes(labels))
+                    (stage / f"{stem}{OVERLAY_SUFFIX}.png").write_bytes(png_bytes(overlay_labels(image, labels)))
+                    written.append(out_dir / f"{stem}{MASK_SUFFIX}.png")
         (stage / CLASSES_FILE).write_text(classes_json(run.classes))
     return {"files": [str(p) for p in written], "volumes": volumes, "seconds": time.perf_counter() - started}

@@ -24,7 +24,8 @@ WEIGHTS_NOTE = (
     f"SAM2/SAM2.1 .pt files: {SAM2_RELEASE_PAGE} (checkpoints section); SAM .pth files: {SAM_RELEASE_PAGE}.\n"
     f"Hugging Face folders: {HF_PAGE}/facebook/<name>, e.g. {HF_PAGE}/facebook/sam2.1-hiera-tiny\n"
     "(download with `hf download facebook/sam2.1-hiera-tiny --local-dir sam2.1-hiera-tiny`).\n"
-    "Use either with --init sam2:PATH, e.g. `samadapt predict --model sam2.1-hiera-tiny --init sam2:sam2.1_hiera_tiny.pt ...`."
+    "Use either with --init sam2:PATH, e.g. `samadapt predict --init sam2:sam2.1_hiera_tiny.pt ...`\n"
+    "(predict reads the variant from the weights; the other commands need --model sam2.1-hiera-tiny too)."
 )
 
 
