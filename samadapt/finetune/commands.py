@@ -48,8 +48,10 @@ def finetune(
     epochs: int = typer.Option(50, "--epochs"),
     batch_size: int = typer.Option(4, "--batch-size"),
     lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the decoder and class prompts."),
-    encoder_lr: float | None = typer.Option(None, "--encoder-lr", help="Learning rate of the image encoder (default: --lr)."),
-    layer_decay: float | None = typer.Option(None, "--layer-decay", help="Layer-wise lr decay in (0, 1], e.g. 0.8."),
+    recipe: str = typer.Option("auto", "--recipe", help="How the encoder trains: scratch (all at --lr), pretrained (layer-wise lr decay, encoder at half --lr, 10% warm-up) or auto (pretrained unless --init random). See docs/finetune.md."),
+    encoder_lr: float | None = typer.Option(None, "--encoder-lr", help="Base learning rate of the image encoder (default: from --recipe)."),
+    layer_decay: float | None = typer.Option(None, "--layer-decay", help="Layer-wise lr decay in (0, 1], 1 = none (default: from --recipe)."),
+    warmup_fraction: float | None = typer.Option(None, "--warmup-fraction", help="Linear warm-up, as a fraction of all steps (default: from --recipe)."),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     tokens_per_class: int = typer.Option(4, "--tokens-per-class", help="Learned prompt tokens per class."),
     prompt: str = typer.Option("none", "--prompt", help="Also train with prompts simulated from the masks: none, box or points."),
@@ -87,8 +89,8 @@ def finetune(
     config = FinetuneConfig(
         data=str(data), splits=str(splits), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
-        encoder_lr=encoder_lr, layer_decay=layer_decay, weight_decay=weight_decay,
-        tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
+        recipe=recipe, encoder_lr=encoder_lr, layer_decay=layer_decay, warmup_fraction=warmup_fraction,
+        weight_decay=weight_decay, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)

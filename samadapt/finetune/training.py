@@ -37,10 +37,13 @@ class FinetuneConfig:
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-4
+    # how the encoder trains (finetune/recipe.py): "auto" = scratch for random weights, pretrained
+    # (layer decay, lower encoder lr, longer warm-up) otherwise; the three values below override it
+    recipe: str = "auto"
     encoder_lr: float | None = None
     layer_decay: float | None = None
     weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
+    warmup_fraction: float | None = None
     tokens_per_class: int = 4
     prompt: str = "none"
     presence: bool = False  # train SAM2's object-score head as a per-class presence gate (model.py)
@@ -163,13 +166,17 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.finetune.losses import parse_loss
     from samadapt.finetune.model import one_hot_targets, presence_targets
     from samadapt.finetune.prompts import PROMPT_MODES, simulate_prompts
+    from samadapt.finetune.recipe import resolve_recipe
     from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
+    from samadapt.models.sources import parse_init
 
     if config.prompt not in PROMPT_MODES:
         raise UserError(f"--prompt must be one of {', '.join(PROMPT_MODES)}, got {config.prompt!r}")
     for name, value in (("--lr", config.lr), ("--encoder-lr", config.encoder_lr)):
         if value is not None and not value > 0:
             raise UserError(f"{name} {value}: must be > 0")
+    recipe = resolve_recipe(config.recipe, parse_init(config.init).kind, config.lr, config.encoder_lr,
+                            config.layer_decay, config.warmup_fraction)
     # the device the trainer will pick, so an impossible precision fails before any work
     resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if config.repeat < 1:
@@ -188,7 +195,7 @@ def finetune(config: FinetuneConfig) -> dict:
     seed_everything(config.seed)
     model, provenance = build_model(config, classes)
     counts = model.configure_trainable(config.train, config.freeze_stages)
-    groups = model.param_groups(config.lr, config.encoder_lr, config.weight_decay, config.layer_decay)
+    groups = model.param_groups(recipe.lr, recipe.encoder_lr, config.weight_decay, recipe.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
     augment = EpochAugmentation(build_augmentation(config.seed, class_names=classes)) if config.augment else None
@@ -211,7 +218,7 @@ def finetune(config: FinetuneConfig) -> dict:
         gate = torch.nn.functional.binary_cross_entropy_with_logits(presence, present)
         return segmentation + gate, {"presence_loss": float(gate.detach())}, batch["image"].shape[0]
 
-    warmup = lambda total: int(round(config.warmup_fraction * total))  # noqa: E731
+    warmup = lambda total: int(round(recipe.warmup_fraction * total))  # noqa: E731
     trainer = Trainer(
         model, step_fn, optimizer, run_dir=out, train_data=train_data, batch_size=config.batch_size,
         scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
@@ -227,6 +234,7 @@ def finetune(config: FinetuneConfig) -> dict:
     if trainer.is_main:  # under torchrun only rank 0 writes the run folder
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
+                                                   "resolved_recipe": recipe.as_dict(),
                                                    "train_cases": [c.id for c in train_cases],
                                                    "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
     started = time.perf_counter()
@@ -240,8 +248,9 @@ def finetune(config: FinetuneConfig) -> dict:
     info = {"loss": loss_fn.spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
             "data": str(Path(config.data).resolve()),
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
-            "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"]}
-    result = {**summary, "classes": classes, "parameters": counts, "seconds_this_session": seconds,
+            "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
+            "recipe": recipe.as_dict()}
+    result = {**summary, "classes": classes, "parameters": counts, "recipe": recipe.as_dict(), "seconds_this_session": seconds,
               "seconds_per_epoch": seconds / max(1, summary["epochs_completed"] - _resumed_epochs(summary)),
               "model_dir": str(out / "model")}
     result["warnings"] = learning_warnings(summary)
