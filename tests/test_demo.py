@@ -159,3 +159,34 @@ def test_small_p_values_are_not_printed_as_zero():
     from samadapt.demo.run import _fmt_p
 
     assert _fmt_p(0.00002) == "< 0.001" and _fmt_p(0.267) == "0.267" and _fmt_p(float("nan")) == "n/a"
+
+
+def test_full_budget_is_in_the_label_scarce_regime():
+    """Few labelled training frames, at least 10x as many unlabeled ones, MAE below the fine-tuning size."""
+    from samadapt.demo.budget import FULL
+
+    assert 8 <= FULL.fa_train <= 24
+    assert FULL.fa_unlabeled >= 10 * (FULL.fa_train + FULL.fa_val)
+    assert FULL.fa_test >= FULL.fa_train  # held-out frames are free: enough of them for a paired CI
+    assert FULL.pretrain_size <= FULL.finetune_size
+
+
+def test_phantom_split_has_the_budget_counts(tmp_path):
+    import dataclasses
+
+    from samadapt.demo.budget import QUICK
+    from samadapt.demo.pipeline import DemoInput, make_data
+
+    budget = dataclasses.replace(QUICK, fa_train=6, fa_val=2, fa_test=4, fa_unlabeled=3)
+    info = make_data(tmp_path, budget, DemoInput(None), seed=0)
+    assert info["cases"] == {"train": 6, "val": 2, "test": 4}
+    assert info["unlabeled"] == 3 and len(list((tmp_path / "data" / "fa" / "unlabeled").iterdir())) == 3
+
+
+@pytest.mark.slow
+def test_quick_demo_records_each_arms_recipe_and_both_comparisons(quick_demo):
+    results = json.loads((quick_demo / "results.json").read_text())
+    assert results["finetune"]["random-init"]["recipe"]["name"] == "scratch"
+    mae = results["finetune"]["mae-init"]["recipe"]
+    assert mae["name"] == "pretrained" and mae["layer_decay"] and mae["encoder_lr"] < mae["lr"]
+    assert "comparisons" in results["compare"]

@@ -84,7 +84,12 @@ def make_data(out: Path, budget: Budget, demo_input: DemoInput, seed: int) -> di
         description = demo_input.dataset_path
         pretrain_sources = [str(description)]
     dataset = load_dataset(description)
-    splits = make_splits(dataset, folds=1, seed=seed, test_fraction=0.25, val_fraction=0.2)
+    if demo_input.dataset_path is None:  # phantoms: the budget's exact train / val / test counts
+        test_fraction = budget.fa_test / budget.fa_frames
+        val_fraction = budget.fa_val / (budget.fa_train + budget.fa_val)
+    else:
+        test_fraction, val_fraction = 0.25, 0.2
+    splits = make_splits(dataset, folds=1, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
     write_splits(splits, out / "splits.json")
     parts = {"train": splits["splits"][0]["train"]["cases"], "val": splits["splits"][0]["val"]["cases"],
              "test": splits["test"]["cases"]}
@@ -147,9 +152,10 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
             keep="best", progress=True, presence=budget.finetune_presence, precision=precision,
         )
         print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}, "
-              f"{'bf16 autocast' if precision == 'bf16' else 'fp32'}")
+              f"recipe {'pretrained' if init != 'random' else 'scratch'}, {'bf16 autocast' if precision == 'bf16' else 'fp32'}")
         summary = finetune(config)
-        runs[label] = {"run": str(run_dir), "init": init, "best_val_dice": summary["best"]["value"],
+        runs[label] = {"run": str(run_dir), "init": init, "recipe": summary["recipe"],
+                       "best_val_dice": summary["best"]["value"],
                        "best_step": summary["best"]["step"], "epochs": summary["epochs_completed"],
                        "seconds_per_epoch": summary["seconds_per_epoch"], "parameters": summary["parameters"],
                        "curves_csv": str(run_dir / "epoch.csv"), "precision": precision}
@@ -193,12 +199,40 @@ def evaluate_finetuned(out: Path, data: dict, runs: dict) -> dict:
 
 
 def compare(out: Path, evaluations: dict) -> dict:
+    """Paired comparison on every test case, and again on the cases whose reference is not empty:
+    an empty reference predicted empty scores 1, so lesion-free frames alone can carry a difference."""
     from samadapt.evaluate.compare import COMPARE_PNG, compare_runs
 
     folders = [evaluations[label]["dir"] for label in RUN_LABELS]
     result = compare_runs(folders, out / "compare", metric="dice", n_resamples=2000, seed=0)
     result["png"] = str(out / "compare" / COMPARE_PNG)
+    lesion_folders = [_with_reference_only(Path(f), out / "compare" / "with-reference" / label)
+                      for f, label in zip(folders, RUN_LABELS)]
+    if all(lesion_folders):
+        lesion = compare_runs(lesion_folders, out / "compare" / "with-reference" / "compare", metric="dice",
+                              n_resamples=2000, seed=0)
+        result["with_reference"] = {"comparisons": lesion["comparisons"], "n_common_cases": lesion["n_common_cases"]}
     return result
+
+
+def _with_reference_only(eval_dir: Path, out: Path) -> Path | None:
+    """A copy of eval_dir/per_case.csv without the cases whose reference is empty for every class
+    (None when no case has a reference)."""
+    import csv
+
+    from samadapt.evaluate.report import PER_CASE_FILE
+
+    with open(eval_dir / PER_CASE_FILE, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    kept_cases = {row["case_id"] for row in rows if float(row["gt_pixels"] or 0) > 0}
+    if not kept_cases:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / PER_CASE_FILE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["case_id"] in kept_cases)
+    return out
 
 
 def write_results(out: Path, results: dict) -> Path:

@@ -36,7 +36,8 @@ def run_demo(out: Path, data: Path | None = None, quick: bool = False, seed: int
     with clock.stage("data", "generating FA phantoms" if data is None else f"reading {data}"):
         results["data"] = make_data(out, budget, demo_input, seed)
         console.print(f"    {results['data']['cases']} labelled cases, classes {results['data']['classes']}")
-    with clock.stage("MAE pre-training", f"{budget.pretrain_epochs} epochs at {budget.pretrain_size} px"):
+    with clock.stage("MAE pre-training", f"{budget.pretrain_epochs} epochs on {budget.fa_unlabeled if data is None else 'the'} "
+                     f"unlabeled images at {budget.pretrain_size} px"):
         results["pretrain"] = run_pretraining(out, budget, results["data"], seed)
     with clock.stage("fine-tuning", f"random init and MAE init, {budget.finetune_epochs} epochs each"):
         results["finetune"] = run_finetuning(out, budget, results["data"], results["pretrain"], seed)
@@ -85,10 +86,14 @@ def headline(results: dict) -> list[tuple[str, str, str]]:
     for label in RUN_LABELS:
         dice = results["evaluation"][label]["summary"]["mean_over_classes"]["dice"]
         rows.append((f"fine-tuned, {label}: test Dice", _fmt(dice["mean"]), f"± {_fmt(dice['sd'])} over {dice['n']} cases"))
-    mean_row = next(r for r in results["compare"]["comparisons"] if r["class"] == "mean over classes")
-    rows.append(("MAE init − random init (Dice)", _fmt(mean_row["mean_difference"], signed=True),
-                 f"95% CI [{_fmt(mean_row['ci_low'], signed=True)}, {_fmt(mean_row['ci_high'], signed=True)}], "
-                 f"Wilcoxon p {_fmt_p(mean_row['wilcoxon_p'])}"))
+    for what, comparison in (("all test cases", results["compare"]),
+                             ("cases with a reference", results["compare"].get("with_reference"))):
+        if not comparison:
+            continue
+        mean_row = next(r for r in comparison["comparisons"] if r["class"] == "mean over classes")
+        rows.append((f"MAE init − random init (Dice), {what}", _fmt(mean_row["mean_difference"], signed=True),
+                     f"95% CI [{_fmt(mean_row['ci_low'], signed=True)}, {_fmt(mean_row['ci_high'], signed=True)}], "
+                     f"Wilcoxon p {_fmt_p(mean_row['wilcoxon_p'])}, {mean_row['n_pairs']} cases"))
     for sweep in results["fewshot"]["sweeps"]:
         for row in sweep.get("rows", []):
             rows.append((f"few-shot, {sweep['label']}, {row['shots']} shot(s): Dice", _fmt(row["dice"]["mean"]),

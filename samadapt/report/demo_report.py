@@ -105,11 +105,14 @@ def _pretrain_section(out: Path, results: dict, curves_png: Path) -> str:
 def _finetune_section(out: Path, results: dict, curves_png: Path) -> str:
     rows = []
     for label, run in results["finetune"].items():
+        recipe = run.get("recipe") or {}
         rows.append([text_cell(label), text_cell("random weights" if run["init"] == "random" else "MAE encoder"),
+                     text_cell(_recipe_text(recipe)),
                      number_cell(int(run["epochs"])), number_cell(run["best_val_dice"]),
                      number_cell(float(run["seconds_per_epoch"]), 1),
                      number_cell(int(run["parameters"]["trainable"]))])
-    body = table(["run", "starts from", "epochs", "best validation Dice", "seconds per epoch", "trained parameters"], rows)
+    body = table(["run", "starts from", "recipe", "epochs", "best validation Dice", "seconds per epoch",
+                  "trained parameters"], rows)
     body += figure(curves_png, "Left: MAE reconstruction error per step. Middle: fine-tuning loss per epoch "
                    "(Dice + binary cross-entropy). Right: Dice on the validation cases after each epoch; the "
                    "epoch with the best validation Dice is kept.")
@@ -121,6 +124,26 @@ def _finetune_section(out: Path, results: dict, curves_png: Path) -> str:
                    f"({budget['finetune_epochs']} epochs, {budget['finetune_size']} px, training "
                    f"{esc(budget['finetune_train'])}): one from random weights, one from the pre-trained encoder.")
     return section("Step 2 — Fine-tuning with labels", explanation, body, "finetune")
+
+
+def _recipe_text(recipe: dict) -> str:
+    """'scratch: lr 0.001' or 'pretrained: lr 0.001, encoder 0.0005, layer decay 0.75, warm-up 10%'."""
+    if not recipe:
+        return "n/a"
+    parts = [f"lr {recipe['lr']:g}"]
+    if recipe["encoder_lr"] != recipe["lr"]:
+        parts.append(f"encoder {recipe['encoder_lr']:g}")
+    if recipe.get("layer_decay"):
+        parts.append(f"layer decay {recipe['layer_decay']:g}")
+    parts.append(f"warm-up {recipe['warmup_fraction']:.0%}")
+    return f"{recipe['name']}: " + ", ".join(parts)
+
+
+def _comparison_rows(comparisons: list[dict]) -> list[list[str]]:
+    return [[text_cell(row["class"]), number_cell(int(row["n_pairs"])), number_cell(row["mean_baseline"]),
+             number_cell(row["mean_other"]), number_cell(row["mean_difference"], signed=True),
+             number_cell(row["ci_low"], signed=True), number_cell(row["ci_high"], signed=True),
+             number_cell(row["wilcoxon_p"], 4)] for row in comparisons]
 
 
 def _metrics_rows(summary: dict) -> list[list[str]]:
@@ -156,21 +179,20 @@ def _evaluation_section(out: Path, results: dict) -> str:
 
 def _compare_section(out: Path, results: dict) -> str:
     comparison = results["compare"]
-    rows = []
-    for row in comparison["comparisons"]:
-        rows.append([text_cell(row["class"]), number_cell(int(row["n_pairs"])), number_cell(row["mean_baseline"]),
-                     number_cell(row["mean_other"]), number_cell(row["mean_difference"], signed=True),
-                     number_cell(row["ci_low"], signed=True), number_cell(row["ci_high"], signed=True),
-                     number_cell(row["wilcoxon_p"], 4)])
-    body = table(["structure", "cases", "Dice, random init", "Dice, MAE init", "difference", "95% CI low",
-                  "95% CI high", "Wilcoxon p"], rows)
+    columns = ["structure", "cases", "Dice, random init", "Dice, MAE init", "difference", "95% CI low",
+               "95% CI high", "Wilcoxon p"]
+    body = "<h3>All test cases</h3>" + table(columns, _comparison_rows(comparison["comparisons"]))
+    if comparison.get("with_reference"):
+        body += ("<h3>Only the test cases with something to find</h3>"
+                 + table(columns, _comparison_rows(comparison["with_reference"]["comparisons"])))
     body += figure(comparison.get("png"), "Left: Dice of every test case for each model. Right: mean "
                    "difference (MAE init − random init) with its 95% confidence interval.", width=700)
     explanation = ("Both models are scored on the same test cases, so they can be compared case by case. The "
                    "difference is MAE init minus random init: positive means pre-training helped. The 95% "
                    "confidence interval comes from resampling the cases (bootstrap); the Wilcoxon p-value "
                    "tests whether the paired differences are centred on zero. With few test cases, wide "
-                   "intervals are expected.")
+                   "intervals are expected. The second table leaves out the cases whose reference is empty: "
+                   "there, marking nothing scores a perfect 1, which can carry a difference on its own.")
     return section("Step 4 — Does pre-training help? Paired comparison", explanation, body, "compare")
 
 
