@@ -156,7 +156,7 @@ def test_full_demo_uses_bf16_only_where_it_is_fast(native, monkeypatch):
 
 
 def test_small_p_values_are_not_printed_as_zero():
-    from samadapt.demo.run import _fmt_p
+    from samadapt.demo.headline import _fmt_p
 
     assert _fmt_p(0.00002) == "< 0.001" and _fmt_p(0.267) == "0.267" and _fmt_p(float("nan")) == "n/a"
 

@@ -23,66 +23,21 @@ folder (images + masks sub-folders, or just images), whose description is then i
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from samadapt.data.infer import propose_description
 from samadapt.data.io import file_stem, list_files, read_image, read_volume
 from samadapt.data.masks import LAYOUTS, ClassInfo, MaskLayout, load_index_mask
+from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError
 
 DESCRIPTION_NAMES = ("dataset.yaml", "dataset.yml", "dataset.json")
 KNOWN_KEYS = {"name", "modality", "dims", "images", "masks", "mask_layout", "classes", "patient_regex",
               "id_regex", "slice_axis", "fov"}
-
-
-@dataclass
-class DatasetSpec:
-    """A parsed description; folders are absolute."""
-
-    name: str
-    images: Path
-    modality: str = "unknown"
-    dims: str = "2d"
-    masks: Path | None = None
-    layout: MaskLayout | None = None
-    patient_regex: str | None = None
-    id_regex: str | None = None
-    slice_axis: int = 2
-    fov: Path | None = None
-    source: Path | None = None  # the description file, when there is one
-
-    @property
-    def labeled(self) -> bool:
-        return self.masks is not None
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.layout.class_names if self.layout else []
-
-    def to_dict(self, relative_to: Path | None = None) -> dict:
-        def where(path: Path | None):
-            if path is None:
-                return None
-            if relative_to is not None:
-                return Path(os.path.relpath(path, relative_to)).as_posix()
-            return str(path)
-
-        out = {"name": self.name, "modality": self.modality, "dims": self.dims, "images": where(self.images)}
-        if self.masks is not None:
-            out.update(masks=where(self.masks), mask_layout=self.layout.kind,
-                       classes=[c.to_dict() for c in self.layout.classes])
-        for key in ("patient_regex", "id_regex"):
-            if getattr(self, key):
-                out[key] = getattr(self, key)
-        if self.dims == "3d":
-            out["slice_axis"] = self.slice_axis
-        if self.fov is not None:
-            out["fov"] = where(self.fov)
-        return out
 
 
 @dataclass
@@ -354,6 +309,4 @@ def load_dataset(path: str | Path, masks: str | Path | None = None) -> Dataset:
     description = find_description(path) if masks is None else None
     if description is not None:
         return build_cases(read_description(description))
-    from samadapt.data.infer import propose_description
-
     return build_cases(propose_description(path, masks=masks))

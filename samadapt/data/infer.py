@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from samadapt.data.dataset import DatasetSpec
 from samadapt.data.io import file_stem, is_image_file, is_volume_file, list_files, read_image, read_volume
 from samadapt.data.masks import ClassInfo, MaskLayout
+from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError
 
 IMAGE_DIR_NAMES = ("images", "imagesTr", "image", "img", "imgs", "scans", "volumes", "frames")

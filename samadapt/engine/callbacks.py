@@ -8,24 +8,35 @@ part in collective operations; one that writes files should check `trainer.is_ma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from samadapt.errors import UserError, warn
 
-if TYPE_CHECKING:
-    from samadapt.engine.trainer import Trainer
+
+class TrainerView(Protocol):
+    """What a hook may read from the running `samadapt.engine.trainer.Trainer`."""
+
+    model: nn.Module
+    run_dir: Path
+    epoch: int
+    global_step: int
+
+    @property
+    def is_main(self) -> bool: ...
 
 
 class Callback:
-    def on_step_end(self, trainer: "Trainer", step: int, metrics: Mapping[str, float]) -> None:
+    def on_step_end(self, trainer: TrainerView, step: int, metrics: Mapping[str, float]) -> None:
         """After each optimiser step; `metrics` are averaged over ranks (plus `images_per_s`)."""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: Mapping[str, float]) -> None:
         """After each epoch (0-based `epoch`), before its checkpoint; training + validation means."""
 
-    def on_fit_end(self, trainer: "Trainer", summary: Mapping[str, Any]) -> None:
+    def on_fit_end(self, trainer: TrainerView, summary: Mapping[str, Any]) -> None:
         """Once, after the final checkpoint, whatever the reason training stopped."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from samadapt.demo.headline import headline
 from samadapt.report.figures import shots_plot, training_curves
 from samadapt.report.html import esc, figure, number_cell, page, section, table, text_cell
 
@@ -34,8 +35,6 @@ def _rel(out: Path, path) -> str:
 
 
 def _summary_section(results: dict) -> str:
-    from samadapt.demo.run import headline
-
     rows = []
     for what, value, note in headline(results):
         cell = number_cell(float(value)) if value not in ("n/a",) else '<td class="na">n/a</td>'
