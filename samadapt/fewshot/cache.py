@@ -244,8 +244,8 @@ def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, i
             model = build_frozen_model(identity.name, weights, identity.image_size)
         inputs, boxes = zip(*(model_input(unit, identity.image_size) for _, _, unit in pending))
         start = time.perf_counter()
-        with torch.inference_mode():
-            features = model.encode(torch.stack(inputs))
+        with torch.inference_mode():  # on the model's device (a caller may pass one on the GPU)
+            features = model.encode(torch.stack(inputs).to(next(model.parameters()).device))
         encode_seconds += time.perf_counter() - start
         for index, ((item_id, entry, _), box) in enumerate(zip(pending, boxes)):
             path = out / entry["file"]

@@ -149,13 +149,16 @@ def make_step_fn(support: SupportSet, config: FewShotConfig):
     num_classes = len(support.classes)
 
     def step_fn(model: FewShotSegmenter, batch):
+        # The support set stays on the CPU (prototypes are cheap there); what the step uses moves
+        # to the model's device.
+        device = next(model.parameters()).device
         queries = [int(i) for i in batch]
-        prototypes = [support.prototypes(s, config) for s in episode_supports(queries, len(support.items))]
+        prototypes = [support.prototypes(s, config).to(device) for s in episode_supports(queries, len(support.items))]
         index = torch.as_tensor(queries)
-        logits = model(_select(support.features, index), prototypes)
+        logits = model(_select(support.features, index).to(device), prototypes)
         logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        target = F.one_hot(support.masks[index], num_classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
-        loss = loss_fn(logits, target, support.valid[index].float())
+        target = F.one_hot(support.masks[index], num_classes + 1)[..., 1:].permute(0, 3, 1, 2).float().to(device)
+        loss = loss_fn(logits, target, support.valid[index].float().to(device))
         return loss, {"loss": float(loss.detach())}, len(queries)
 
     return step_fn
@@ -201,6 +204,9 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
         checkpoint_every_steps=None, keep_last=1, resume=resume, grad_clip=1.0, tensorboard=False,
         handle_signals=progress, ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
+    # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute
+    # (prompt encoder, positional encoding) must be on the same device.
+    sam.to(trainer.device)
     summary = trainer.fit(epochs=config.epochs)
     segmenter.eval()
     with torch.no_grad():

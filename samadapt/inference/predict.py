@@ -109,19 +109,20 @@ def segment(model, image: np.ndarray, prompt: Prompt, timer: StageTimer | None =
     from samadapt.data.preprocess import prepare_image, restore_logits
 
     timer = timer or StageTimer()
+    device = next(model.parameters()).device  # inputs follow the model (CPU or GPU)
     start = time.perf_counter()
     pixels, box = prepare_image(image, model.image_size)
     start = timer.add("preprocess", start)
-    features = model.encode(pixels[None])
+    features = model.encode(pixels[None].to(device))
     start = timer.add("encode", start)
     kwargs: dict = {}
     if prompt.box is not None:
         corners = box.to_model_xy(np.asarray(prompt.box, dtype=np.float64).reshape(2, 2)).reshape(4)
-        kwargs["boxes"] = torch.tensor(corners, dtype=torch.float32).view(1, 1, 4)
+        kwargs["boxes"] = torch.tensor(corners, dtype=torch.float32, device=device).view(1, 1, 4)
     if prompt.point is not None:
         xy = box.to_model_xy(np.asarray(prompt.point, dtype=np.float64))
-        kwargs["points"] = torch.tensor(xy, dtype=torch.float32).view(1, 1, 1, 2)
-        kwargs["point_labels"] = torch.ones(1, 1, 1, dtype=torch.int64)
+        kwargs["points"] = torch.tensor(xy, dtype=torch.float32, device=device).view(1, 1, 1, 2)
+        kwargs["point_labels"] = torch.ones(1, 1, 1, dtype=torch.int64, device=device)
     multimask = prompt.point is not None and prompt.box is None
     out = model.decode(features, multimask=multimask, **kwargs)
     logits = out.logits[0, 0]  # (M, h, w)
