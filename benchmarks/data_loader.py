@@ -38,7 +38,7 @@ def _training_images_per_s(size: int, batch_size: int, repeats: int) -> float:
     import torch
 
     from benchmarks.common import median_seconds
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.registry import build_model
 
     torch.manual_seed(0)
     model = build_model("sam2-hiera-tiny", image_size=size).train()

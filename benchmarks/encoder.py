@@ -31,7 +31,7 @@ def measure_one(size: int, repeats: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from samadapt.inference.predict import Prompt, run_predict
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.registry import build_model
 
     torch.manual_seed(0)
     model = build_model(MODEL, image_size=size).eval()

@@ -1,7 +1,7 @@
 """Fast SAM2 encoder against Meta's implementation, same weights, same inputs, one process.
 
 Per size: Meta's `forward_image` (the test-only `sam2` package, random weights), samadapt's plain
-`encode` and the fast path (weights loaded from Meta's state dict through `samadapt.models.loading`)
+`encode` and the fast path (weights loaded from Meta's state dict through `samadapt.modeling.loading`)
 are timed in interleaved rounds (A, B, C, A, B, C, ...) after warm-up, so a load change on the
 shared machine hits all of them alike. Reported: medians, the Meta/fast ratio (median of per-round
 ratios), GFLOP/s as a fraction of the fp32 matmul throughput measured in the same run, the largest
@@ -140,8 +140,8 @@ def measure_size(size: int, rounds: int) -> dict:
     from sam2.build_sam import build_sam2
     from torch.utils.flop_counter import FlopCounterMode
 
-    from samadapt.models.fast import accelerate
-    from samadapt.models.loading import load_model
+    from samadapt.modeling.fast import accelerate
+    from samadapt.modeling.loading import load_model
 
     meta = build_sam2(CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={size}"])
     _randomise(meta)
@@ -208,11 +208,11 @@ def decoder_and_predict(size: int, rounds: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from samadapt.fewshot.prototypes import PrototypePrompter
-    from samadapt.fewshot.segmenter import FewShotSegmenter
+    from samadapt.modeling.prototypes import PrototypePrompter
+    from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
     from samadapt.inference.predict import Prompt, run_predict
-    from samadapt.models.fast import accelerate
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.fast import accelerate
+    from samadapt.modeling.registry import build_model
 
     torch.manual_seed(0)
     model = build_model(MODEL, size).eval()
@@ -248,7 +248,7 @@ def decoder_and_predict(size: int, rounds: int) -> dict:
 
 def _random_prototypes(classes: int, dim: int, per_class: int = 4):
     """Prototype tokens as a trained run holds them: (C, P, D) foreground, (P, D) background."""
-    from samadapt.fewshot.prototypes import SupportPrototypes
+    from samadapt.modeling.prototypes import SupportPrototypes
 
     generator = torch.Generator().manual_seed(2)
     return SupportPrototypes(torch.randn(classes, per_class, dim, generator=generator),

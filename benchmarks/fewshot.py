@@ -8,7 +8,7 @@ the cache saves. It is a lower bound, since each image is encoded once per epoch
 the prototypes reuse the features at hand. The full epoch is a `samadapt finetune --train all`
 epoch (class-prompt model, encoder + decoder forward and backward).
 
-The cache is built with the fast inference encoder (`samadapt.models.fast`, what `fewshot cache`
+The cache is built with the fast inference encoder (`samadapt.modeling.fast`, what `fewshot cache`
 runs), and the no-cache epoch and the encoder row use that same encoder; the full epoch trains the
 standard encoder, since the fast path is inference-only. Cache overhead = cache build time / that
 encoder's forward time over the same images (hashing, preprocessing, fp16 conversion, writing).
@@ -61,7 +61,7 @@ def measure(size: int, repeats: int, model_name: str = DEFAULT_MODEL) -> dict:
     from samadapt.data.phantoms import generate_phantoms
     from samadapt.fewshot.cache import FeatureCache, build_cache, build_frozen_model
     from samadapt.fewshot.items import model_input, unit_images
-    from samadapt.fewshot.segmenter import FewShotSegmenter
+    from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
     from samadapt.fewshot.train import FewShotConfig, load_support, make_step_fn, select_shots
 
     images, batch = 4, 2
@@ -134,7 +134,7 @@ def _full_finetune_epoch(model_name: str, size: int, class_names: list[str], pix
 
     from samadapt.fewshot.cache import build_frozen_model
     from samadapt.finetune.losses import parse_loss
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     base = build_frozen_model(model_name, None, size, fast=False)
     full = ClassPromptSegmenter(base, class_names).train()

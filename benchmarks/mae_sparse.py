@@ -49,8 +49,8 @@ def measure_one(size: int, path: str, batch: int, repeats: int, threads: int) ->
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import Sam2HieraDetConfig, Sam2HieraDetModel
 
-    from samadapt.pretrain.mae import MaskedAutoencoder
-    from samadapt.pretrain.masking import random_unit_mask, unit_grid
+    from samadapt.modeling.mae import MaskedAutoencoder
+    from samadapt.modeling.masking import random_unit_mask, unit_grid
     from samadapt.pretrain.train import make_optimizer
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ def run(quick: bool = True) -> dict:
     print(f"{'size':>6} {'fp32 step':>11} {'bf16 step':>11} {'speed-up':>9}")
     for r in rows:
         print(f"{r['image_size']:>6} {r['fp32_step_s']:>10.3f}s {r['bf16_step_s']:>10.3f}s {r['speedup']:>8.2f}x")
-    from samadapt.models.fast.encoder import native_bf16_cpu
+    from samadapt.modeling.fast.encoder import native_bf16_cpu
 
     result = {"rows": rows, "native_bf16_cpu": native_bf16_cpu()}
     write_result("train_precision", result)
@@ -34,7 +34,7 @@ def measure(size: int, rounds: int, batch: int = 4, steps: int = 3) -> dict:
 
     from samadapt.finetune.init import build_base
     from samadapt.finetune.losses import parse_loss
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     torch.manual_seed(0)
     model = ClassPromptSegmenter(build_base("sam2-hiera-tiny", size, "random", ["lesion"]).base, ["lesion"],

@@ -21,7 +21,7 @@ import typer
 from samadapt.errors import EXIT_USER_ERROR, UserError
 
 COMMAND_MODULES = (
-    "samadapt.models.commands",
+    "samadapt.modeling.commands",
     "samadapt.inference.commands",
     "samadapt.demo",
     "samadapt.data.commands",

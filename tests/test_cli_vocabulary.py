@@ -2,7 +2,7 @@
 
 Walks every registered command of the typer app. The splits file is `--splits FILE`, the part of
 the splits `--part train|val|test`, the starting weights `--init` (grammar in
-`samadapt.models.sources`), a trained run to predict or evaluate with `--model`, a dataset `--data`.
+`samadapt.modeling.sources`), a trained run to predict or evaluate with `--model`, a dataset `--data`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 
 from samadapt.cli import build_app
 from samadapt.errors import UserError
-from samadapt.models.sources import INIT_DEFAULT, INIT_KINDS, InitSource, parse_init
+from samadapt.modeling.sources import INIT_DEFAULT, INIT_KINDS, InitSource, parse_init
 
 # Python parameter name -> the one spelling of its option.
 SPELLING = {"splits": "--splits", "part": "--part", "init": "--init"}

@@ -145,7 +145,7 @@ def test_report_screenshot_renders(quick_demo, tmp_path):
 def test_full_demo_uses_bf16_only_where_it_is_fast(native, monkeypatch):
     from samadapt.demo import pipeline
     from samadapt.demo.budget import FULL, QUICK
-    from samadapt.models.fast import encoder
+    from samadapt.modeling.fast import encoder
 
     monkeypatch.setattr(encoder, "native_bf16_cpu", lambda: native)
     import torch

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> (first version with the API, file using it, snippet of the use)
 NEEDED = {
     "scipy": ("1.15", "samadapt/evaluate/compare.py", "rng=np.random.default_rng"),  # bootstrap(rng=)
-    "transformers": ("4.56", "samadapt/models/registry.py", "from transformers import Sam2Model"),
+    "transformers": ("4.56", "samadapt/modeling/registry.py", "from transformers import Sam2Model"),
     "torch": ("2.3", "samadapt/engine/trainer.py", "torch.amp.GradScaler(self.device.type"),
 }
 

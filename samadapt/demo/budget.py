@@ -40,7 +40,7 @@ class Budget:
     finetune_batch: int
     finetune_lr: float
     finetune_train: str
-    finetune_presence: bool  # presence gate: lesion-free frames predicted empty (finetune/model.py)
+    finetune_presence: bool  # presence gate: lesion-free frames predicted empty (modeling/class_prompts.py)
     finetune_bf16: bool  # bf16 autocast where the hardware has fast bf16 (pipeline.finetune_precision)
     # few-shot
     fewshot_size: int

@@ -49,12 +49,12 @@ def _cache(cases, cache_dir: Path, size: int, label: str):
 def _train_and_score(pool, scored, classes, cache_dir: Path, run_dir: Path, shots: int, budget: Budget,
                      seed: int, largest_component: bool) -> dict:
     from samadapt.fewshot.evaluate import evaluate_run
-    from samadapt.fewshot.predict import load_run
+    from samadapt.fewshot.predict import load_fewshot_run
     from samadapt.fewshot.train import FewShotConfig, train_fewshot
 
     config = FewShotConfig(shots=shots, epochs=budget.fewshot_epochs, lr=1e-3, seed=seed, batch_size=2)
     summary = train_fewshot(pool, classes, cache_dir, run_dir, config, progress=True)
-    result = evaluate_run(load_run(run_dir), scored, run_dir / "eval", largest_component=largest_component,
+    result = evaluate_run(load_fewshot_run(run_dir), scored, run_dir / "eval", largest_component=largest_component,
                           exclude_support=False)
     per_class = {name: stats["dice"]["mean"] for name, stats in result.summary["per_class"].items()}
     return {"shots": shots, "run": str(run_dir), "eval": str(result.out_dir), "support": summary["support"]["items"],

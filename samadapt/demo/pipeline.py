@@ -167,7 +167,7 @@ def finetune_precision(budget: Budget) -> str:
     bf16 support (GPU); elsewhere bf16 would be emulated and slower than fp32, so "auto"."""
     import torch
 
-    from samadapt.models.fast.encoder import native_bf16_cpu
+    from samadapt.modeling.fast.encoder import native_bf16_cpu
 
     if not budget.finetune_bf16:
         return "auto"
@@ -180,11 +180,11 @@ def evaluate_finetuned(out: Path, data: dict, runs: dict) -> dict:
     from samadapt.demo.stages import case_progress
     from samadapt.evaluate.report import evaluate_cases
     from samadapt.finetune.evaluation import run_split_cases, split_cases_for_run
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     results = {}
     for label, run in runs.items():
-        loaded = load_run(run["run"])
+        loaded = load_finetune_run(run["run"])
         cases = split_cases_for_run(Path(data["dataset"]), Path(data["splits"]), "test", 0, loaded.class_names)
         bar, tick = case_progress(len(cases), f"evaluate {label}")
         try:

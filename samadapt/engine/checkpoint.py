@@ -18,8 +18,8 @@ refuses to resume a run with a different configuration, naming the differing key
 
 Example::
 
-    save_checkpoint(run_dir / "checkpoints", step=120, state={"model": model.state_dict()},
-                    meta={"lr": 1e-4}, keep_last=3)
+    save_training_state(run_dir / "checkpoints", step=120, state={"model": model.state_dict()},
+                        meta={"lr": 1e-4}, keep_last=3)
     state, meta, path = load_resumable(run_dir / "checkpoints")
 """
 
@@ -73,7 +73,7 @@ def write_checkpoint_file(path: str | Path, state: Mapping, meta: Mapping | None
     return path
 
 
-def save_checkpoint(
+def save_training_state(
     directory: str | Path, step: int, state: Mapping, meta: Mapping | None = None,
     keep_last: int | None = 3, epoch: int | None = None,
 ) -> Path:
@@ -98,7 +98,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_STEP_NAME.match(p.name).group(1)), reverse=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
     """Verify and load one checkpoint file. Returns `(state, meta)`; any problem is a `UserError`."""
     path = Path(path)
     if not path.is_file():
@@ -158,7 +158,7 @@ def load_resumable(directory: str | Path, map_location: str | torch.device = "cp
     problems = []
     for path in candidates:
         try:
-            state, meta = load_checkpoint(path, map_location)
+            state, meta = load_training_state(path, map_location)
         except UserError as exc:
             log.warning("skipping damaged checkpoint: %s", exc)
             problems.append(str(exc))

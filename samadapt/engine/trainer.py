@@ -215,7 +215,7 @@ class Trainer:
         state = self.state_dict()  # collective: every rank contributes its RNG state
         path = None
         if self.is_main:
-            path = ckpt.save_checkpoint(self.checkpoint_dir, self.global_step, state, self.meta,
+            path = ckpt.save_training_state(self.checkpoint_dir, self.global_step, state, self.meta,
                                         keep_last=self.keep_last, epoch=self.epoch)
         dist_utils.barrier()
         self._last_saved_step = self.global_step

@@ -76,9 +76,9 @@ def evaluate(
 def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, fold: int | None):
     """(class names, number of cases, lazy EvaluationCases) of a fine-tuned run on a dataset split."""
     from samadapt.finetune.evaluation import resolve_split, run_split_cases, split_cases_for_run
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
-    run = load_run(run_dir)
+    run = load_finetune_run(run_dir)
     splits_file, fold = resolve_split(run.info, run_dir, splits, fold)
     cases = split_cases_for_run(data, splits_file, part, fold, run.class_names)
     return run.class_names, len(cases), run_split_cases(run.model, cases)

@@ -78,9 +78,9 @@ def build_frozen_model(name: str, weights: str | Path | None, image_size: int, f
 
     Without weights the random initialisation is seeded, so the same model comes back in every
     command (the global RNG state is left untouched). `fast` routes `encode` through
-    `samadapt.models.fast` (SAM2 only; same features within 1e-4).
+    `samadapt.modeling.fast` (SAM2 only; same features within 1e-4).
     """
-    from samadapt.models.loading import load_model
+    from samadapt.modeling.loading import load_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -88,14 +88,14 @@ def build_frozen_model(name: str, weights: str | Path | None, image_size: int, f
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if fast:  # frozen and inference-only: the fast encoder gives the same features, sooner
-        from samadapt.models.fast import accelerate
+        from samadapt.modeling.fast import accelerate
 
         accelerate(model, compile=False, announce=False)
     return model.eval()
 
 
 def model_identity(name: str, weights: str | Path | None, image_size: int) -> ModelIdentity:
-    from samadapt.models.registry import get_spec
+    from samadapt.modeling.registry import get_spec
 
     spec = get_spec(name)
     spec.check_image_size(image_size)
@@ -134,7 +134,7 @@ class FeatureCache:
 
     def check_model(self, name: str | None = None, image_size: int | None = None) -> None:
         """Refuse a cache made with another model or input size than the caller intends to use."""
-        from samadapt.models.registry import get_spec
+        from samadapt.modeling.registry import get_spec
 
         if name is not None and get_spec(name).name != self.identity.name:
             raise UserError(f"cache was built with model {self.identity.name}, not {get_spec(name).name}: "
@@ -178,7 +178,7 @@ class FeatureCache:
         """`ImageFeatures` of one item with a batch axis of 1 (memory-mapped read, then cast)."""
         from safetensors import safe_open
 
-        from samadapt.models.segment_anything import ImageFeatures
+        from samadapt.modeling.segment_anything import ImageFeatures
 
         path = self.directory / self.entry(item_id)["file"]
         try:

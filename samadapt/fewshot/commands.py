@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from samadapt.models.registry import TRAINING_IMAGE_SIZE
-from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
+from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
 
-# What each command can start from (see samadapt.models.sources): the cache encodes with any encoder;
+# What each command can start from (see samadapt.modeling.sources): the cache encodes with any encoder;
 # the prompted baseline needs a trained mask decoder, which an MAE run does not have.
 CACHE_INIT = ("random", "sam2", "mae", "ckpt")
 BASELINE_INIT = ("random", "sam2", "ckpt")
@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
 
 def _frozen_weights(init: str, command: str, accepts, model: str, image_size: int, outputs: str):
     """The weights file/folder for `--init` (None: random, announced loudly)."""
-    from samadapt.models.registry import get_spec
-    from samadapt.models.sources import parse_init, warn_random_weights, weights_path
+    from samadapt.modeling.registry import get_spec
+    from samadapt.modeling.sources import parse_init, warn_random_weights, weights_path
 
     get_spec(model).check_image_size(image_size)  # a bad model or size fails before the warning
     source = parse_init(init, accepts, command=command, reasons=NO_TRAINED_DECODER)
@@ -121,7 +121,7 @@ def train(
 
 
 @fewshot_app.command("predict")
-def predict(
+def fewshot_predict(
     model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
     input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.nii.gz index masks, and classes.json."),
@@ -129,16 +129,16 @@ def predict(
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
-    from samadapt.fewshot.predict import collect_inputs, load_run, predict_path
+    from samadapt.fewshot.predict import collect_inputs, load_fewshot_run, predict_path
 
     collect_inputs(input)  # bad input fails before the model is loaded
-    result = predict_path(load_run(model), input, out, batch_size, largest_component)
+    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 
 
 @fewshot_app.command("evaluate")
-def evaluate(
+def fewshot_evaluate(
     model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
     data: Path = typer.Option(..., "--data", help="Labelled dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (per_case.csv, summary.json/md, overlays)."),
@@ -149,10 +149,10 @@ def evaluate(
 ) -> None:
     """Predict the labelled cases and score them with the shared evaluation report."""
     from samadapt.fewshot.evaluate import evaluate_run
-    from samadapt.fewshot.predict import load_run
+    from samadapt.fewshot.predict import load_fewshot_run
 
     _, cases = _cases(data, splits, part, fold)
-    result = evaluate_run(load_run(model), cases, out, largest_component=largest_component,
+    result = evaluate_run(load_fewshot_run(model), cases, out, largest_component=largest_component,
                           exclude_support=splits is None)
     means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
     print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
@@ -172,7 +172,7 @@ def baseline(
     fold: int = typer.Option(0, "--fold"),
 ) -> None:
     """Zero-shot SAM2/SAM with ground-truth point or box prompts, scored like `fewshot evaluate`."""
-    from samadapt.fewshot.baselines import PROMPT_KINDS, evaluate_baseline
+    from samadapt.fewshot.prompt_baselines import PROMPT_KINDS, evaluate_baseline
     from samadapt.fewshot.cache import build_frozen_model
 
     if prompt not in PROMPT_KINDS:

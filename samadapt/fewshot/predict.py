@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from samadapt.errors import UserError
-from samadapt.fewshot.prototypes import PrototypePrompter, SupportPrototypes
-from samadapt.fewshot.segmenter import FewShotSegmenter, labels_from_logits
+from samadapt.modeling.prototypes import PrototypePrompter, SupportPrototypes
+from samadapt.modeling.fewshot_segmenter import FewShotSegmenter, labels_from_logits
 from samadapt.fewshot.train import RUN_MODEL_DIR
 
 
@@ -37,22 +37,22 @@ class FewShotRun:
         return int(self.config.get("slice_axis", 2))
 
 
-def load_run(run_dir: str | Path) -> FewShotRun:
+def load_fewshot_run(run_dir: str | Path) -> FewShotRun:
     """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`."""
-    from samadapt.models.checkpoint import load_checkpoint
+    from samadapt.modeling.loading import load_model_folder
 
     run_dir = Path(run_dir)
     folder = run_dir / RUN_MODEL_DIR
     if not folder.is_dir():
         raise UserError(f"not a few-shot run (no {RUN_MODEL_DIR}/ folder); train one with `samadapt fewshot train`", run_dir)
-    checkpoint = load_checkpoint(folder)
-    config = checkpoint.extra_config.get("fewshot")
-    extra = checkpoint.extra_tensors
+    saved = load_model_folder(folder)
+    config = saved.extra_config.get("fewshot")
+    extra = saved.extra_tensors
     if config is None or "prototypes.foreground" not in extra:
         raise UserError("checkpoint holds no few-shot prototypes", folder)
-    prompter = PrototypePrompter(checkpoint.model.feature_dim)
+    prompter = PrototypePrompter(saved.model.feature_dim)
     prompter.load_state_dict({k.removeprefix("prompter."): v for k, v in extra.items() if k.startswith("prompter.")})
-    segmenter = FewShotSegmenter(checkpoint.model.eval(), prompter).eval()
+    segmenter = FewShotSegmenter(saved.model.eval(), prompter).eval()
     prototypes = SupportPrototypes.from_tensors(extra)
     return FewShotRun(segmenter, prototypes, list(config["classes"]), config)
 

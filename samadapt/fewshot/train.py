@@ -31,8 +31,8 @@ from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
 from samadapt.fewshot.cache import FeatureCache, build_frozen_model
 from samadapt.fewshot.items import Item, case_items, item_masks, model_mask
-from samadapt.fewshot.prototypes import compute_prototypes
-from samadapt.fewshot.segmenter import FewShotSegmenter
+from samadapt.modeling.prototypes import compute_prototypes
+from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
 
 RUN_MODEL_DIR = "model"
 SUPPORT_FILE = "support.json"
@@ -107,7 +107,7 @@ def select_shots(cases, classes: list[str], shots: int, seed: int) -> tuple[list
 
 def load_support(items: list[Item], classes: list[str], cache: FeatureCache) -> SupportSet:
     """Features from the cache (never the encoder) and masks in the cached items' geometry."""
-    from samadapt.models.segment_anything import ImageFeatures
+    from samadapt.modeling.segment_anything import ImageFeatures
 
     size = cache.identity.image_size
     features, masks, valid = [], [], []
@@ -165,7 +165,7 @@ def make_step_fn(support: SupportSet, config: FewShotConfig):
 
 
 def _select(features, index: torch.Tensor):
-    from samadapt.models.segment_anything import ImageFeatures
+    from samadapt.modeling.segment_anything import ImageFeatures
 
     return ImageFeatures.from_dict({k: v[index] for k, v in features.as_dict().items()})
 
@@ -177,7 +177,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Trainer
-    from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.modeling.model_folder import save_model_folder
 
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise UserError(f"epochs, batch size and lr must be positive (got {config.epochs}, {config.batch_size}, {config.lr})")
@@ -220,7 +220,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     extra = {f"prompter.{k}": v for k, v in segmenter.prompter.state_dict().items()}
     extra.update(prototypes.as_tensors())
     first = items[0].case
-    save_checkpoint(sam, run_dir / RUN_MODEL_DIR,
+    save_model_folder(sam, run_dir / RUN_MODEL_DIR,
                     provenance={"command": "fewshot train", "data": dataset_name, "parent": identity.weights or "random"},
                     extra_tensors=extra,
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],

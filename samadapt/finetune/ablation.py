@@ -125,7 +125,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
     from samadapt.evaluate.report import evaluate_cases
     from samadapt.finetune.evaluation import run_split_cases, split_cases_for_run
     from samadapt.finetune.losses import LOSS_PRESETS
-    from samadapt.finetune.runs import is_run_dir, load_run
+    from samadapt.finetune.runs import is_run_dir, load_finetune_run
     from samadapt.finetune.training import finetune
 
     out = Path(out)
@@ -147,7 +147,7 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
             run_dir = Path(configs[preset, fold].out)
             if not is_run_dir(run_dir):  # an interrupted run resumes; the trainer refuses other settings
                 finetune(configs[preset, fold])
-            run = load_run(run_dir)
+            run = load_finetune_run(run_dir)
             cases = split_cases_for_run(Path(base.data), Path(base.splits), part, fold, run.class_names)
             result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
                                     class_names=run.class_names, overlays=False)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from samadapt.models.registry import TRAINING_IMAGE_SIZE
-from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help, parse_init
+from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
+from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help, parse_init
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,5 @@
 """Where a fine-tuned Segment Anything model starts from: the `--init` option (grammar and parser
-in `samadapt.models.sources`, shared by every command), read the fine-tuning way:
+in `samadapt.modeling.sources`, shared by every command), read the fine-tuning way:
 
     random          random weights
     sam2:PATH       a released model: Meta's .pt/.pth, a Hugging Face folder or a samadapt checkpoint
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.sources import parse_init
+from samadapt.modeling.sources import parse_init
 
 
 @dataclass
@@ -54,8 +54,8 @@ def load_mae_encoder(base, run_dir: Path) -> dict:
 
 def build_base(model_name: str, image_size: int, init: str, class_names: list[str]) -> InitResult:
     """The SegmentAnything to fine-tune, initialised as `init` says (see module doc)."""
-    from samadapt.models.loading import load_model
-    from samadapt.models.registry import build_model, get_spec
+    from samadapt.modeling.loading import load_model
+    from samadapt.modeling.registry import build_model, get_spec
 
     source = parse_init(init, command="finetune")
     kind, path = source.kind, source.path
@@ -73,11 +73,11 @@ def build_base(model_name: str, image_size: int, init: str, class_names: list[st
 
 
 def _from_checkpoint(name: str, image_size: int, path: Path, class_names: list[str]) -> InitResult:
-    from samadapt.finetune.runs import MODEL_DIR, load_run
-    from samadapt.models.loading import load_model
+    from samadapt.finetune.runs import MODEL_DIR, load_finetune_run
+    from samadapt.modeling.loading import load_model
 
     if (path / MODEL_DIR).is_dir():  # a fine-tuning run: its weights and its class prompts
-        run = load_run(path, image_size=image_size)
+        run = load_finetune_run(path, image_size=image_size)
         model = run.model
         if getattr(model, "kind", None) != "sam":
             raise UserError(f"run holds a {model.name} baseline, not a Segment Anything model", path)

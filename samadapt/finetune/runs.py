@@ -4,7 +4,7 @@ Layout of RUN_DIR::
 
     config.json        the run's configuration (data, split/fold, model, init, loss, budget)
     model/             the best model by validation Dice:
-                       Segment Anything: a samadapt checkpoint (model.safetensors, samadapt.json) with
+                       Segment Anything: a samadapt model folder (model.safetensors, samadapt.json) with
                        the class prompts (C, T, 256) in extra.safetensors and the run facts under
                        `extra_config.finetune`;
                        baseline: baseline.safetensors + finetune.json
@@ -50,11 +50,11 @@ def save_run_model(model, run_dir: Path, info: dict, provenance: dict) -> Path:
     folder = Path(run_dir) / MODEL_DIR
     info = {**info, "kind": model.kind, "class_names": list(model.class_names), "image_size": model.image_size}
     if model.kind == "sam":
-        from samadapt.models.checkpoint import save_checkpoint
+        from samadapt.modeling.model_folder import save_model_folder
 
         info["tokens_per_class"] = int(model.class_prompts.shape[1])
         info["presence"] = bool(model.presence)
-        return save_checkpoint(model.base, folder, provenance, extra_tensors={PROMPTS_KEY: model.class_prompts},
+        return save_model_folder(model.base, folder, provenance, extra_tensors={PROMPTS_KEY: model.class_prompts},
                                extra_config={"finetune": info})
     from safetensors.torch import save_file
 
@@ -73,7 +73,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 def refuse_fewshot_run(run_dir: str | Path) -> None:
     """A few-shot run also has a model/ checkpoint, but its prompts are prototypes: say which command reads it."""
-    from samadapt.models.checkpoint import read_metadata
+    from samadapt.modeling.model_folder import read_metadata
 
     folder = Path(run_dir) / MODEL_DIR if (Path(run_dir) / MODEL_DIR).is_dir() else Path(run_dir)
     if (folder / "samadapt.json").is_file() and "fewshot" in read_metadata(folder).get("extra_config", {}):
@@ -81,9 +81,9 @@ def refuse_fewshot_run(run_dir: str | Path) -> None:
                         "(or `samadapt fewshot evaluate --model RUN`)", run_dir)
 
 
-def load_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
+def load_finetune_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
     """The fine-tuned model of a run folder (or of its `model/` folder), in eval mode."""
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     run_dir = Path(run_dir)
     folder = run_dir / MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else run_dir
@@ -91,26 +91,26 @@ def load_run(run_dir: str | Path, image_size: int | None = None) -> LoadedRun:
         return _load_baseline(folder)
     if not (folder / "samadapt.json").is_file():
         raise UserError("not a fine-tuning run: no model/ folder with a saved model (did training finish?)", run_dir)
-    from samadapt.models.checkpoint import load_checkpoint
+    from samadapt.modeling.loading import load_model_folder
 
     refuse_fewshot_run(run_dir)
 
-    checkpoint = load_checkpoint(folder, image_size=image_size)
-    info = checkpoint.extra_config.get("finetune")
-    prompts = checkpoint.extra_tensors.get(PROMPTS_KEY)
+    saved = load_model_folder(folder, image_size=image_size)
+    info = saved.extra_config.get("finetune")
+    prompts = saved.extra_tensors.get(PROMPTS_KEY)
     if info is None or prompts is None:
         raise UserError("checkpoint has no class prompts: it is a plain model, not a fine-tuning run", folder)
-    model = ClassPromptSegmenter(checkpoint.model, info["class_names"], tokens_per_class=prompts.shape[1],
+    model = ClassPromptSegmenter(saved.model, info["class_names"], tokens_per_class=prompts.shape[1],
                                  presence=bool(info.get("presence", False)))
     with torch.no_grad():
         model.class_prompts.copy_(prompts)
-    return LoadedRun(model.eval(), {**info, "provenance": checkpoint.provenance})
+    return LoadedRun(model.eval(), {**info, "provenance": saved.provenance})
 
 
 def _load_baseline(folder: Path) -> LoadedRun:
     from safetensors.torch import load_file
 
-    from samadapt.finetune.baselines import ConvBaseline
+    from samadapt.modeling.unet_baselines import ConvBaseline
 
     try:
         info = json.loads((folder / BASELINE_INFO).read_text())
@@ -142,7 +142,7 @@ def full_size_logits(model, pixel_values: torch.Tensor, return_presence: bool = 
 def segment_index(model, image: np.ndarray) -> np.ndarray:
     """Index mask (H, W) uint8 (0 background, k = class k) of one 2D image on its own pixel grid."""
     from samadapt.data.preprocess import prepare_image, restore_logits
-    from samadapt.finetune.model import logits_to_index
+    from samadapt.modeling.class_prompts import logits_to_index
 
     pixels, box = prepare_image(image, model.image_size)
     logits = model(pixels[None])[0]  # (C, h, w)

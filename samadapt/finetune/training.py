@@ -46,7 +46,7 @@ class FinetuneConfig:
     warmup_fraction: float | None = None
     tokens_per_class: int = 4
     prompt: str = "none"
-    presence: bool = False  # train SAM2's object-score head as a per-class presence gate (model.py)
+    presence: bool = False  # train SAM2's object-score head as a per-class presence gate (modeling/class_prompts.py)
     augment: bool = True
     repeat: int = 1  # training cases seen this many times per epoch (tiny data sets)
     seed: int = 0
@@ -103,9 +103,9 @@ def prepare_data(config: FinetuneConfig):
     return dataset, splits, train_cases, val_cases
 
 
-def build_model(config: FinetuneConfig, class_names: list[str]):
+def build_finetune_model(config: FinetuneConfig, class_names: list[str]):
     """The model to train and the provenance of its starting weights."""
-    from samadapt.finetune.baselines import BASELINES, ConvBaseline
+    from samadapt.modeling.unet_baselines import BASELINES, ConvBaseline
 
     if config.model in BASELINES:
         if config.init != "random":
@@ -116,7 +116,7 @@ def build_model(config: FinetuneConfig, class_names: list[str]):
             raise UserError(f"--presence: the {config.model} baseline has no presence head")
         return ConvBaseline(config.model, class_names, config.image_size), {"init": "random"}
     from samadapt.finetune.init import build_base
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     start = build_base(config.model, config.image_size, config.init, class_names)
     model = ClassPromptSegmenter(start.base, class_names, tokens_per_class=config.tokens_per_class,
@@ -134,7 +134,7 @@ def build_model(config: FinetuneConfig, class_names: list[str]):
 def validation_dice(model, loader, num_classes: int, prompt_mode: str) -> dict[str, float]:
     """Mean Dice over validation images and classes (per-class means too), padding excluded."""
     from samadapt.evaluate.metrics import overlap_scores
-    from samadapt.finetune.model import one_hot_targets
+    from samadapt.modeling.class_prompts import one_hot_targets
     from samadapt.finetune.prompts import simulate_prompts
     from samadapt.finetune.runs import full_size_logits
 
@@ -164,11 +164,11 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
-    from samadapt.finetune.model import one_hot_targets, presence_targets
+    from samadapt.modeling.class_prompts import one_hot_targets, presence_targets
     from samadapt.finetune.prompts import PROMPT_MODES, simulate_prompts
     from samadapt.finetune.recipe import resolve_recipe
     from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
-    from samadapt.models.sources import parse_init
+    from samadapt.modeling.sources import parse_init
 
     if config.prompt not in PROMPT_MODES:
         raise UserError(f"--prompt must be one of {', '.join(PROMPT_MODES)}, got {config.prompt!r}")
@@ -193,7 +193,7 @@ def finetune(config: FinetuneConfig) -> dict:
     # --seed fixes the random weights (encoder, decoder, class prompts) too, not only the data order;
     # the same on every rank under DDP
     seed_everything(config.seed)
-    model, provenance = build_model(config, classes)
+    model, provenance = build_finetune_model(config, classes)
     counts = model.configure_trainable(config.train, config.freeze_stages)
     groups = model.param_groups(recipe.lr, recipe.encoder_lr, config.weight_decay, recipe.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
@@ -243,7 +243,7 @@ def finetune(config: FinetuneConfig) -> dict:
 
     best = out / "checkpoints" / "best.pt"
     if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
-        state, _ = engine_ckpt.load_checkpoint(best)
+        state, _ = engine_ckpt.load_training_state(best)
         model.load_state_dict(state["model"])
     info = {"loss": loss_fn.spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
             "data": str(Path(config.data).resolve()),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
 
 # Prompted segmentation needs a trained mask decoder: an MAE run has none, and a fine-tuning run
 # is used whole with --model RUN (its class prompts) rather than as starting weights.
@@ -40,8 +40,8 @@ def predict(
     from samadapt.errors import UserError
     from samadapt.finetune.runs import is_run_dir
     from samadapt.inference.predict import Prompt, check_inputs, collect_images, run_predict
-    from samadapt.models.fast.encoder import PRECISIONS
-    from samadapt.models.sources import parse_init
+    from samadapt.modeling.fast.encoder import PRECISIONS
+    from samadapt.modeling.sources import parse_init
 
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
@@ -76,9 +76,9 @@ def _load_promptable(model: str | None, source, image_size: int | None, fast: bo
     weights are announced on stderr."""
     from samadapt.errors import UserError
     from samadapt.finetune.runs import is_run_dir, refuse_fewshot_run
-    from samadapt.models.fast import accelerate
-    from samadapt.models.loading import load_model
-    from samadapt.models.sources import warn_random_weights, weights_path
+    from samadapt.modeling.fast import accelerate
+    from samadapt.modeling.loading import load_model
+    from samadapt.modeling.sources import warn_random_weights, weights_path
 
     if source.kind == "ckpt":
         refuse_fewshot_run(source.path)
@@ -95,7 +95,7 @@ def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, imag
     import json
 
     from samadapt.errors import UserError
-    from samadapt.finetune.runs import load_run, refuse_fewshot_run
+    from samadapt.finetune.runs import load_finetune_run, refuse_fewshot_run
     from samadapt.inference.predict import check_inputs, run_predict_classes
 
     refuse_fewshot_run(run_dir)
@@ -103,7 +103,7 @@ def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, imag
         raise UserError(f"a fine-tuning run segments without prompts or {INIT_OPTION}: drop "
                         f"{INIT_OPTION}/--box/--point", run_dir)
     check_inputs(inputs)
-    run = load_run(run_dir, image_size=image_size)
+    run = load_finetune_run(run_dir, image_size=image_size)
     summary = run_predict_classes(run.model, inputs, out)
     total = sum(summary["seconds"].values())
     print(f"wrote {2 * summary['images']} files and classes.json to {out} "

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from samadapt.models.registry import TRAINING_IMAGE_SIZE
-from samadapt.models.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
+from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +45,7 @@ def pretrain(
 
     from samadapt.cli import relaunch_on_devices
     from samadapt.errors import UserError
-    from samadapt.models.sources import parse_init
+    from samadapt.modeling.sources import parse_init
     from samadapt.pretrain.train import PretrainConfig, run_pretrain
 
     if (code := relaunch_on_devices(devices)) is not None:

@@ -26,7 +26,7 @@ ALLOW_UNFINISHED_ENV = "SAMADAPT_ALLOW_UNFINISHED"
 
 def resolve_encoder_dir(run_dir: str | Path) -> Path:
     """RUN_DIR/encoder, or the folder itself when it already is the encoder checkpoint."""
-    from samadapt.models.checkpoint import METADATA_FILE
+    from samadapt.modeling.model_folder import METADATA_FILE
 
     run_dir = Path(run_dir)
     if (run_dir / METADATA_FILE).is_file():
@@ -47,7 +47,7 @@ def load_pretrained_encoder(run_dir: str | Path, allow_unfinished: bool | None =
     caller can check it builds the same variant. A run whose recorded status is not "completed" is
     refused unless `allow_unfinished` (default: the SAMADAPT_ALLOW_UNFINISHED environment variable).
     """
-    from samadapt.models.checkpoint import read_checkpoint_weights, read_metadata
+    from samadapt.modeling.model_folder import read_model_folder_weights, read_metadata
 
     encoder_dir = resolve_encoder_dir(run_dir)
     meta = read_metadata(encoder_dir)
@@ -63,7 +63,7 @@ def load_pretrained_encoder(run_dir: str | Path, allow_unfinished: bool | None =
                             f"`samadapt pretrain ... --resume`, or set {ALLOW_UNFINISHED_ENV}=1 to use this "
                             "encoder anyway", run_dir)
         warn(f"{run_dir}: using the encoder of an unfinished pre-training run (status {status}, {done})")
-    weights = read_checkpoint_weights(encoder_dir)  # sha256-verified
+    weights = read_model_folder_weights(encoder_dir)  # sha256-verified
     state = {k[len(IMAGE_ENCODER_PREFIX):]: v for k, v in weights.state_dict.items() if k.startswith(IMAGE_ENCODER_PREFIX)}
     if not state:
         raise UserError("checkpoint holds no image-encoder weights", encoder_dir)

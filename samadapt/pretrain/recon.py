@@ -15,7 +15,7 @@ import torch
 
 from samadapt.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from samadapt.engine.callbacks import Callback
-from samadapt.pretrain.masking import MASK_UNIT_PIXELS, random_unit_mask, unit_mask_to_pixels
+from samadapt.modeling.masking import MASK_UNIT_PIXELS, random_unit_mask, unit_mask_to_pixels
 
 
 def to_display(pixels: torch.Tensor) -> np.ndarray:

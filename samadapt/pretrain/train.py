@@ -18,7 +18,7 @@ from pathlib import Path
 
 from samadapt.engine.curves import CurvePlot
 from samadapt.errors import UserError
-from samadapt.pretrain.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
+from samadapt.modeling.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
 
 ENCODER_DIR = "encoder"
 RECON_DIR = "recon"
@@ -125,12 +125,12 @@ def build_dataset(config: PretrainConfig):
     return dataset
 
 
-def build_model(config: PretrainConfig):
+def build_mae(config: PretrainConfig):
     """The `SegmentAnything` model (random or from SAM2 weights) and the MAE around its trunk."""
-    from samadapt.models.loading import load_model
-    from samadapt.models.registry import get_spec
-    from samadapt.models.sources import parse_init, weights_path
-    from samadapt.pretrain.mae import MaskedAutoencoder
+    from samadapt.modeling.loading import load_model
+    from samadapt.modeling.registry import get_spec
+    from samadapt.modeling.sources import parse_init, weights_path
+    from samadapt.modeling.mae import MaskedAutoencoder
 
     spec = get_spec(config.model)
     if spec.family != "sam2":
@@ -164,9 +164,9 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
-    from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.modeling.model_folder import save_model_folder
     from samadapt.pretrain.calibrate import calibrate_neck
-    from samadapt.pretrain.masking import random_unit_mask
+    from samadapt.modeling.masking import random_unit_mask
     from samadapt.pretrain.recon import ReconstructionPictures
 
     config.validate()
@@ -175,7 +175,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
         raise UserError("cannot resume: no checkpoints in this run folder", run_dir)
     dataset = build_dataset(config)
     seed_everything(config.seed)  # random-init weights follow --seed (and match on every rank)
-    model, mae = build_model(config)
+    model, mae = build_mae(config)
     grid = unit_grid(config.image_size)
 
     def step_fn(net, batch):
@@ -214,7 +214,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
         }
         if config.init == "random":  # the neck never trained: give it data-dependent scales (calibrate.py)
             provenance["neck_calibration"] = calibrate_neck(model, _calibration_batches(dataset, model))
-        save_checkpoint(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
+        save_model_folder(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
     summary["encoder"] = str(run_dir / ENCODER_DIR)
     return summary
 

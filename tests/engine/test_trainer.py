@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from samadapt.engine.callbacks import Callback
-from samadapt.engine.checkpoint import load_checkpoint
+from samadapt.engine.checkpoint import load_training_state
 from samadapt.engine.trainer import Trainer
 from samadapt.errors import UserError
 
@@ -56,7 +56,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     summary = trainer.fit(10)
     assert summary["status"] == "early_stopping" and summary["epochs_completed"] == 4
     assert summary["best"] == {"metric": "val", "value": 2.0, "step": 8}
-    best, _ = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    best, _ = load_training_state(tmp_path / "checkpoints" / "best.pt")
     assert best["metrics"] == {"val": 2.0}
     rows = trainer.logger.rows("epoch")
     assert [r["val"] for r in rows] == ["3.0", "2.0", "2.5", "2.6"]

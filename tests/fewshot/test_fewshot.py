@@ -1,4 +1,4 @@
-"""Few-shot segmentation: prototypes, the feature cache, episodic training, prediction, CLI errors."""
+"""Few-shot segmentation: the feature cache, episodic training, prediction, CLI errors."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from samadapt.data.dataset import load_dataset
 from samadapt.data.phantoms import generate_phantoms
 from samadapt.errors import UserError
 from samadapt.fewshot.cache import FeatureCache, build_cache
-from samadapt.fewshot.prototypes import PrototypePrompter, compute_prototypes, weighted_kmeans
 from samadapt.fewshot.train import FewShotConfig, select_shots, train_fewshot
-from samadapt.models.segment_anything import SegmentAnything
+from samadapt.modeling.segment_anything import SegmentAnything
 
 MODEL, SIZE = "sam2-hiera-tiny", 64
 
@@ -31,60 +30,6 @@ def cache_2d(phantom_2d, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cache2d") / "cache"
     build_cache(load_dataset(phantom_2d).cases, out, MODEL, None, SIZE)
     return out
-
-
-# ----------------------------------------------------------------------------------- prototypes
-def test_prototype_is_the_masked_mean_of_the_features():
-    features = torch.randn(2, 8, 4, 4)
-    masks = torch.zeros(2, 16, 16, dtype=torch.long)
-    masks[0, :8, :8] = 1  # exactly the 2×2 top-left feature cells of image 0
-    masks[1, 8:, 4:8] = 1  # cells (2, 1), (3, 1) of image 1 ...
-    masks[1, 8:, 8:10] = 1  # ... plus half of cells (2, 2), (3, 2): weight 0.5
-    got = compute_prototypes(features, masks, None, num_classes=1)
-    cells = [features[0, :, :2, :2].reshape(8, -1), features[1, :, 2:, 1].reshape(8, -1)]
-    half = features[1, :, 2:, 2].reshape(8, -1)
-    expected = (torch.cat(cells, 1).sum(1) + 0.5 * half.sum(1)) / (4 + 2 + 0.5 * 2)
-    torch.testing.assert_close(got.foreground[0, 0], expected)
-    weights_bg = 1 - torch.nn.functional.adaptive_avg_pool2d((masks == 1).float()[:, None], 4)[:, 0]
-    expected_bg = (features * weights_bg[:, None]).sum((0, 2, 3)) / weights_bg.sum()
-    torch.testing.assert_close(got.background[0], expected_bg)
-    assert got.foreground.shape == (1, 1, 8)
-
-
-def test_padding_is_not_background_and_missing_class_is_refused():
-    features = torch.ones(1, 4, 2, 2)
-    features[..., 1] = 5.0  # right column: padding
-    masks = torch.zeros(1, 8, 8, dtype=torch.long)
-    valid = torch.zeros(1, 8, 8, dtype=torch.bool)
-    valid[..., :4] = True
-    masks[0, :4, :4] = 1
-    got = compute_prototypes(features, masks, valid, 1)
-    torch.testing.assert_close(got.background[0], torch.ones(4))
-    with pytest.raises(UserError, match="no pixel of liver"):
-        compute_prototypes(features, torch.zeros(1, 8, 8, dtype=torch.long), None, 1, class_names=["liver"])
-
-
-def test_kmeans_prototypes_find_two_clusters_and_positions_follow():
-    vectors = torch.cat([torch.zeros(5, 3), torch.full((5, 3), 4.0)]) + 0.01 * torch.randn(10, 3)
-    centres, assignment = weighted_kmeans(vectors, torch.ones(10), 2)
-    assert sorted(centres.mean(1).round().tolist()) == [0.0, 4.0]
-    assert len(set(assignment[:5].tolist())) == 1 and assignment[0] != assignment[9]
-    features = torch.zeros(1, 3, 2, 2)
-    features[0, :, 0, 1] = 4.0
-    masks = torch.ones(1, 4, 4, dtype=torch.long)
-    masks[0, 2:, :] = 0
-    positions = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2)
-    got = compute_prototypes(features, masks, None, 1, per_class=2, positions=positions)
-    assert got.foreground.shape == (1, 2, 3)
-    assert sorted(got.foreground[0].mean(1).tolist()) == [0.0, 4.0]
-    torch.testing.assert_close(got.background_position[0], positions[:, 1].mean(1))
-
-
-def test_prompter_builds_one_query_per_class():
-    prototypes = compute_prototypes(torch.randn(1, 256, 4, 4), torch.randint(0, 3, (1, 16, 16)), None, 2,
-                                    positions=torch.randn(256, 4, 4))
-    tokens = PrototypePrompter()(prototypes, batch_size=3)
-    assert tokens.shape == (3, 2, 1 + 1 + 1, 256)
 
 
 # ----------------------------------------------------------------------------------- cache
@@ -229,20 +174,20 @@ def test_nifti_prediction_keeps_the_volume_geometry(tmp_path, capsys):
 def test_two_shots_learn_a_phantom_structure(tmp_path):
     """The core structure of the anatomy phantom, learned from 2 shots on a random-weight encoder."""
     from samadapt.fewshot.evaluate import evaluate_run
-    from samadapt.fewshot.predict import load_run
+    from samadapt.fewshot.predict import load_fewshot_run
 
     description = generate_phantoms(tmp_path / "ph", n=5, size=128, kind="anatomy")
     dataset = load_dataset(description)
     build_cache(dataset.cases, tmp_path / "cache", MODEL, None, 128)
     config = FewShotConfig(shots=2, epochs=120, lr=2e-3)
     train_fewshot(dataset.cases[:2], ["core"], tmp_path / "cache", tmp_path / "run", config, progress=False)
-    result = evaluate_run(load_run(tmp_path / "run"), dataset.cases[2:], tmp_path / "eval", overlays=False)
+    result = evaluate_run(load_fewshot_run(tmp_path / "run"), dataset.cases[2:], tmp_path / "eval", overlays=False)
     dice = [r["dice"] for r in result.rows]
     assert len(dice) == 3 and np.mean(dice) > 0.8 and min(dice) > 0.7, dice
 
 
 def test_prompt_baselines_put_points_inside_components_and_report(phantom_2d, tmp_path):
-    from samadapt.fewshot.baselines import component_prompts
+    from samadapt.fewshot.prompt_baselines import component_prompts
 
     mask = np.zeros((20, 20), dtype=np.uint8)
     mask[2:6, 2:12] = 1

@@ -15,7 +15,7 @@ def _finetune(data, split, out, capsys, *extra):
 
 
 def test_run_folder_holds_model_classes_and_curves(anatomy, tmp_path, capsys):
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     code, out, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--loss", "dice+focal")
     assert code == 0, err
@@ -23,7 +23,7 @@ def test_run_folder_holds_model_classes_and_curves(anatomy, tmp_path, capsys):
     run = tmp_path / "run"
     for name in ("config.json", "summary.json", "epoch.csv", "train.csv", "curves.png", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
-    loaded = load_run(run)
+    loaded = load_finetune_run(run)
     assert loaded.class_names == ["left_lobe", "right_lobe", "core"]
     assert loaded.model.class_prompts.shape == (3, 4, 256)
     assert loaded.info["loss"] == "dice+focal" and loaded.info["fold"] == 0
@@ -46,18 +46,18 @@ def test_resume_continues_to_more_epochs(anatomy, tmp_path, capsys):
 
 
 def test_init_from_mae_run_loads_its_encoder(anatomy, tmp_path, capsys):
-    from samadapt.finetune.runs import load_run
-    from samadapt.models.checkpoint import save_checkpoint
-    from samadapt.models.registry import build_model
+    from samadapt.finetune.runs import load_finetune_run
+    from samadapt.modeling.model_folder import save_model_folder
+    from samadapt.modeling.registry import build_model
 
     pretrained = build_model("sam2-hiera-tiny", 64)
     with torch.no_grad():
         for param in pretrained.image_encoder.parameters():
             param.add_(0.5)  # recognisably different from any fresh initialisation
-    save_checkpoint(pretrained, tmp_path / "mae" / "encoder", {"command": "pretrain"})
+    save_model_folder(pretrained, tmp_path / "mae" / "encoder", {"command": "pretrain"})
     code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--init", f"mae:{tmp_path / 'mae'}")
     assert code == 0, err
-    loaded = load_run(tmp_path / "run")
+    loaded = load_finetune_run(tmp_path / "run")
     expected = pretrained.image_encoder.state_dict()
     for key, value in loaded.model.base.image_encoder.state_dict().items():
         torch.testing.assert_close(value, expected[key])  # --train decoder leaves the encoder as loaded
@@ -66,13 +66,13 @@ def test_init_from_mae_run_loads_its_encoder(anatomy, tmp_path, capsys):
 
 def test_init_from_a_run_reuses_its_prompts_and_refuses_unknown_classes(anatomy, tmp_path, capsys):
     from samadapt.data.phantoms import generate_phantoms
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     first = tmp_path / "first"
     assert _finetune(*anatomy, first, capsys, "--epochs", "1")[0] == 0
     code, _, err = _finetune(*anatomy, tmp_path / "second", capsys, "--epochs", "1", "--init", f"ckpt:{first}", "--lr", "1e-9")
     assert code == 0, err
-    before, after = load_run(first).model.class_prompts, load_run(tmp_path / "second").model.class_prompts
+    before, after = load_finetune_run(first).model.class_prompts, load_finetune_run(tmp_path / "second").model.class_prompts
     torch.testing.assert_close(before, after, atol=1e-4, rtol=0)
     fa = generate_phantoms(tmp_path / "fa", n=4, size=64, kind="fa")
     run_cli(["data", "split", fa.parent, "--folds", "1", "--test-fraction", "0", "--out", tmp_path / "fa.json"], capsys)
@@ -104,11 +104,11 @@ def test_bad_input_is_one_line_exit_2(case, anatomy, tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["box", "points"])
 def test_training_with_simulated_prompts(mode, anatomy, tmp_path, capsys):
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--prompt", mode)
     assert code == 0, err
-    assert load_run(tmp_path / "run").info["prompt"] == mode
+    assert load_finetune_run(tmp_path / "run").info["prompt"] == mode
     code, _, err = _finetune(*anatomy, tmp_path / "bad", capsys, "--epochs", "1", "--prompt", mode, "--model", "unet",
                              "--train", "all")
     assert code == 2 and "takes no prompts" in err
@@ -129,8 +129,8 @@ def test_keep_chooses_best_or_last_weights(keep, anatomy, tmp_path, capsys, monk
     """`--keep last` saves the weights at the end of the budget (what cross-validation must score);
     `--keep best` saves the epoch with the best validation Dice."""
     import samadapt.finetune.training as training
-    from samadapt.engine.checkpoint import load_checkpoint, load_resumable
-    from samadapt.finetune.runs import load_run
+    from samadapt.engine.checkpoint import load_training_state, load_resumable
+    from samadapt.finetune.runs import load_finetune_run
 
     # Validation Dice falls every epoch, so the best epoch (the first) is not the last one.
     falling = iter([0.9, 0.5, 0.1])
@@ -138,14 +138,14 @@ def test_keep_chooses_best_or_last_weights(keep, anatomy, tmp_path, capsys, monk
     run = tmp_path / "run"
     code, _, err = _finetune(*anatomy, run, capsys, "--epochs", "3", "--keep", keep)
     assert code == 0, err
-    reference = (load_checkpoint(run / "checkpoints" / "best.pt")[0] if keep == "best"
+    reference = (load_training_state(run / "checkpoints" / "best.pt")[0] if keep == "best"
                  else load_resumable(run / "checkpoints")[0])["model"]
     other = (load_resumable(run / "checkpoints")[0] if keep == "best"
-             else load_checkpoint(run / "checkpoints" / "best.pt")[0])["model"]
-    saved = load_run(run).model.state_dict()
+             else load_training_state(run / "checkpoints" / "best.pt")[0])["model"]
+    saved = load_finetune_run(run).model.state_dict()
     assert torch.equal(saved["class_prompts"], reference["class_prompts"])
     assert not torch.equal(saved["class_prompts"], other["class_prompts"])
-    assert load_run(run).info["kept"] == keep
+    assert load_finetune_run(run).info["kept"] == keep
 
 
 def test_keep_rejects_unknown_choice(anatomy, tmp_path, capsys):
@@ -154,11 +154,11 @@ def test_keep_rejects_unknown_choice(anatomy, tmp_path, capsys):
 
 
 def test_presence_gate_trains_and_is_restored(anatomy, tmp_path, capsys):
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     code, out, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--presence")
     assert code == 0, err
-    loaded = load_run(tmp_path / "run")
+    loaded = load_finetune_run(tmp_path / "run")
     assert loaded.model.presence and loaded.info["presence"] is True
     assert "presence_loss" in (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
     code, _, err = run_cli(["finetune", "--data", anatomy[0], "--splits", anatomy[1], "--out", tmp_path / "unet",
@@ -167,12 +167,12 @@ def test_presence_gate_trains_and_is_restored(anatomy, tmp_path, capsys):
 
 
 def test_bf16_precision_trains_and_is_recorded(anatomy, tmp_path, capsys):
-    from samadapt.engine.checkpoint import load_checkpoint
+    from samadapt.engine.checkpoint import load_training_state
 
     code, _, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--precision", "bf16")
     assert code == 0, err
     assert read_json(tmp_path / "run" / "config.json")["precision"] == "bf16"
-    _, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    _, meta = load_training_state(tmp_path / "run" / "checkpoints" / "best.pt")
     assert meta["trainer"]["precision"] == "bf16"
     assert torch.isfinite(torch.tensor(read_json(tmp_path / "run" / "summary.json")["last_train"]["loss"]))
 

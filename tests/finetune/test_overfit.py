@@ -31,9 +31,9 @@ def test_sam2_class_prompts_overfit_two_images(anatomy, tmp_path, capsys):
 
 
 def test_attention_unet_trains_through_the_same_command(anatomy, tmp_path, capsys):
-    from samadapt.finetune.runs import load_run
+    from samadapt.finetune.runs import load_finetune_run
 
     _fit(anatomy, tmp_path / "att", capsys, "--model", "attention-unet", "--train", "all", "--image-size", "64",
          "--epochs", "1")
-    run = load_run(tmp_path / "att")
+    run = load_finetune_run(tmp_path / "att")
     assert run.model.name == "attention-unet" and run.info["loss"] == "dice+bce"

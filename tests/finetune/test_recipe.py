@@ -43,8 +43,8 @@ def test_bad_values_are_user_errors(kwargs, message):
 
 def test_pretrained_recipe_groups_decay_from_the_top_block_down():
     """Tiny SAM2: the decoder and prompts at lr, the encoder below, deeper trunk blocks higher."""
-    from samadapt.finetune.model import ENCODER_PREFIX, ClassPromptSegmenter
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.class_prompts import ENCODER_PREFIX, ClassPromptSegmenter
+    from samadapt.modeling.registry import build_model
 
     model = ClassPromptSegmenter(build_model("sam2-hiera-tiny", 64), ["a"], tokens_per_class=1)
     model.configure_trainable("all")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from samadapt.models.registry import build_model
+from samadapt.modeling.registry import build_model
 from samadapt.pretrain.calibrate import calibrate_neck, embedding_statistics
 
 

@@ -61,7 +61,7 @@ def test_run_writes_metrics_pictures_checkpoints_and_encoder(finished_run):
 
 def test_saved_encoder_loads_into_a_fresh_model(finished_run):
     from samadapt.engine.checkpoint import load_resumable
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.registry import build_model
 
     out, _ = finished_run
     state, provenance = load_pretrained_encoder(out)
@@ -122,20 +122,20 @@ def test_missing_run_for_export_is_user_error(tmp_path):
 @pytest.mark.parametrize("init", ["ckpt:{run}/encoder", "mae:{run}"])
 def test_init_from_saved_weights_starts_from_them(finished_run, image_folder, tmp_path, init):
     """--init ckpt:DIR / mae:RUN_DIR: the trunk starts from those weights (here another run's encoder)."""
-    from samadapt.models.checkpoint import load_checkpoint
-    from samadapt.pretrain.train import build_model
+    from samadapt.modeling.loading import load_model_folder
+    from samadapt.pretrain.train import build_mae
 
     out, _ = finished_run
     config = PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), image_size=64, batch_size=2,
                             epochs=1, warmup_epochs=0, init=init.format(run=out))
-    model, mae = build_model(config)
-    saved = load_checkpoint(out / "encoder").model
+    model, mae = build_mae(config)
+    saved = load_model_folder(out / "encoder").model
     for key, value in saved.trunk.state_dict().items():
         assert torch.equal(value, mae.trunk.state_dict()[key]), key
     with pytest.raises(UserError, match="--init .*: use random, sam2:PATH"):  # a bare path is not the grammar
-        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=str(out / "encoder")))
+        build_mae(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=str(out / "encoder")))
     with pytest.raises(UserError, match="weights file not found"):
-        build_model(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=f"sam2:{tmp_path / 'none'}"))
+        build_mae(PretrainConfig(data=[str(image_folder)], out=str(tmp_path / "r"), init=f"sam2:{tmp_path / 'none'}"))
 
 
 def test_encoder_of_an_unfinished_run_is_refused_unless_asked_for(image_folder, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ from PIL import Image
 
 
 class _StubModel:
-    """Enough of a `SegmentAnything` for `save_checkpoint`: name, family, size and a tiny state."""
+    """Enough of a `SegmentAnything` for `save_model_folder`: name, family, size and a tiny state."""
 
     def __init__(self, name: str):
         self.name, self.family, self.image_size = name, "sam2", 64
@@ -75,10 +75,10 @@ def _write_broken_files(bad: Path) -> None:
 
 
 def _write_checkpoints(root: Path) -> None:
-    from samadapt.models.checkpoint import save_checkpoint
+    from samadapt.modeling.model_folder import save_model_folder
 
-    save_checkpoint(_StubModel("sam2-hiera-small"), root / "ckpt_small", {"command": "reliability test"})
-    save_checkpoint(_StubModel("sam2-hiera-tiny"), root / "ckpt_flipped", {"command": "reliability test"})
+    save_model_folder(_StubModel("sam2-hiera-small"), root / "ckpt_small", {"command": "reliability test"})
+    save_model_folder(_StubModel("sam2-hiera-tiny"), root / "ckpt_flipped", {"command": "reliability test"})
     weights = root / "ckpt_flipped" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF  # one flipped byte inside the tensor data: only the hash notices

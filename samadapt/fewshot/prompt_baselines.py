@@ -45,7 +45,7 @@ def segment_with_prompts(model, unit: np.ndarray, gt: np.ndarray, num_classes: i
     """Label map (H, W) of one (H, W, 3) [0, 1] image from ground-truth prompts derived from `gt` (H, W)."""
     from samadapt.data.preprocess import restore_logits
     from samadapt.fewshot.items import model_input, model_mask
-    from samadapt.fewshot.segmenter import labels_from_logits
+    from samadapt.modeling.fewshot_segmenter import labels_from_logits
 
     pixels, box = model_input(unit, model.image_size)
     prompts = component_prompts(model_mask(gt, box).numpy(), num_classes, kind)

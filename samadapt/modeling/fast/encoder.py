@@ -27,7 +27,7 @@ import sys
 
 import torch
 
-from samadapt.models.fast.hiera import HieraDerived, check_supported, encode_sam2, onednn_linear, plain_linear
+from samadapt.modeling.fast.hiera import HieraDerived, check_supported, encode_sam2, onednn_linear, plain_linear
 
 
 def notice(message: str) -> None:
@@ -146,7 +146,7 @@ class FastEncoder:
         return encode_sam2(self.model, pixels, *inputs, linear=self._linear(pixels.device))
 
     def __call__(self, pixel_values: torch.Tensor):
-        from samadapt.models.segment_anything import ImageFeatures
+        from samadapt.modeling.segment_anything import ImageFeatures
 
         model = self.model
         needs_grad = torch.is_grad_enabled() and (

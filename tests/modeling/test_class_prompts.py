@@ -10,13 +10,13 @@ from samadapt.errors import UserError
 
 @pytest.fixture(scope="module")
 def base():
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.registry import build_model
 
     return build_model("sam2-hiera-tiny", 64)
 
 
 def _segmenter(base, classes):
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     return ClassPromptSegmenter(base, classes, tokens_per_class=2)
 
@@ -83,7 +83,7 @@ def test_encoder_has_its_own_learning_rate_and_layer_decay(base):
 
 
 def test_index_mask_from_logits():
-    from samadapt.finetune.model import logits_to_index, one_hot_targets
+    from samadapt.modeling.class_prompts import logits_to_index, one_hot_targets
 
     logits = torch.tensor([[[[-1.0, 2.0, 1.0]], [[-2.0, 1.0, 3.0]]]])  # (1, 2, 1, 3)
     assert logits_to_index(logits).tolist() == [[[0, 1, 2]]]
@@ -120,7 +120,7 @@ def test_prompted_forward(base):
 
 
 def test_gate_pushes_only_absent_classes_below_zero():
-    from samadapt.finetune.model import gate_absent, presence_targets
+    from samadapt.modeling.class_prompts import gate_absent, presence_targets
 
     logits = torch.tensor([[[[3.0, -1.0]], [[2.0, 0.5]]]])  # (1, 2, 1, 2)
     gated = gate_absent(logits, torch.tensor([[1.5, -0.2]]))
@@ -135,7 +135,7 @@ def test_gate_pushes_only_absent_classes_below_zero():
 
 
 def test_presence_gate_empties_absent_classes_in_eval_only(base):
-    from samadapt.finetune.model import ClassPromptSegmenter
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
 
     model = ClassPromptSegmenter(base, ["a", "b"], tokens_per_class=2, presence=True)
     pixels = torch.randn(1, 3, 64, 64)
@@ -152,8 +152,8 @@ def test_presence_gate_empties_absent_classes_in_eval_only(base):
 
 
 def test_presence_gate_needs_sam2():
-    from samadapt.finetune.model import ClassPromptSegmenter
-    from samadapt.models.registry import build_model
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
+    from samadapt.modeling.registry import build_model
 
     with pytest.raises(UserError, match="object-score"):
         ClassPromptSegmenter(build_model("sam-vit-base", 64), ["a"], presence=True)

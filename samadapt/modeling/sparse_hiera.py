@@ -21,7 +21,7 @@ patch-embedded and the trunk's position embedding is added.
   path reproduces them with one extra key per window, value = the bias, logit raised by
   `log(number of padded positions)` (n identical keys weigh as one key with n times the weight).
 
-What "the same as dense" means (tested in tests/pretrain/test_sparse.py):
+What "the same as dense" means (tested in tests/modeling/test_sparse_hiera.py):
   1. with no masked unit, `sparse_trunk_forward` equals the trunk's own forward (all four stages);
   2. with masking, it equals a dense run in which masked tokens are excluded as attention keys
      (padding keys kept), at every visible token of every stage;
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samadapt.pretrain.masking import MASK_UNIT_PIXELS, unit_mask_to_pixels
+from samadapt.modeling.masking import MASK_UNIT_PIXELS, unit_mask_to_pixels
 
 
 def embed_masked(trunk: nn.Module, pixels: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -237,7 +237,7 @@ def sparse_trunk_forward(trunk: nn.Module, pixels: torch.Tensor, mask: torch.Ten
         the four stage outputs, each (B, V, s_i, s_i, C_i) with s_i = 8, 4, 2, 1 tokens per unit side;
         units in the order of `visible_units(mask)` (ascending).
     """
-    from samadapt.pretrain.masking import visible_units
+    from samadapt.modeling.masking import visible_units
 
     grid = (pixels.shape[-2] // MASK_UNIT_PIXELS, pixels.shape[-1] // MASK_UNIT_PIXELS)
     units = visible_units(mask).to(pixels.device)

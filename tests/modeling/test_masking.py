@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samadapt.errors import UserError
-from samadapt.pretrain.masking import (
+from samadapt.modeling.masking import (
     check_mask_ratio,
     num_masked_units,
     random_unit_mask,

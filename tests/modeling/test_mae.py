@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from samadapt.pretrain.mae import MaskedAutoencoder, normalise_patches, patchify, reconstruction_loss, unpatchify
-from samadapt.pretrain.masking import random_unit_mask, unit_grid, unit_mask_to_pixels
+from samadapt.modeling.mae import MaskedAutoencoder, normalise_patches, patchify, reconstruction_loss, unpatchify
+from samadapt.modeling.masking import random_unit_mask, unit_grid, unit_mask_to_pixels
 
 from shared_data import shared_subdir  # tests/shared_data.py (pytest puts tests/ on sys.path)
 from .conftest import make_trunk

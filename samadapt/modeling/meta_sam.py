@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from samadapt.errors import UserError
-from samadapt.models.key_mapping import (
+from samadapt.modeling.key_mapping import (
     Converted,
     interpolate_grid,
     interpolate_rel_pos,
@@ -69,7 +69,7 @@ def looks_like_meta_sam(state_dict: dict) -> bool:
 
 def detect_variant(state_dict: dict, path: str | Path) -> tuple[str, int]:
     """(registry name, image size the checkpoint was built for) from the ViT width and pos-embed."""
-    from samadapt.models.registry import REGISTRY
+    from samadapt.modeling.registry import REGISTRY
 
     try:
         width = int(state_dict["image_encoder.patch_embed.proj.weight"].shape[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.key_mapping import Converted, mlp_rules, prompt_encoder_rules, rename_keys
+from samadapt.modeling.key_mapping import Converted, mlp_rules, prompt_encoder_rules, rename_keys
 
 _TRUNK = r"image_encoder\.trunk"
 _HF_TRUNK = "vision_encoder.backbone"
@@ -92,7 +92,7 @@ def generation(state_dict: dict) -> str:
 
 def detect_variant(state_dict: dict, path: str | Path) -> str:
     """Registry name (e.g. "sam2.1-hiera-base-plus") from the trunk's width and depth."""
-    from samadapt.models.registry import REGISTRY
+    from samadapt.modeling.registry import REGISTRY
 
     try:
         width = int(state_dict["image_encoder.trunk.patch_embed.proj.weight"].shape[0])

@@ -3,7 +3,7 @@
 A mask unit is a 32×32-pixel square: 8×8 tokens after the stride-4 patch embedding, which is exactly
 one stage-1 attention window (8) and, after one 2×2 query pooling, one stage-2 window (4). Masking
 whole units (rather than single tokens) is what lets the sparse encoder drop masked units without
-changing the computation seen by the visible ones (see `samadapt/pretrain/sparse.py`).
+changing the computation seen by the visible ones (see `samadapt/modeling/sparse_hiera.py`).
 
 Units are numbered in raster order over the unit grid: unit `i` sits at row `i // grid_w`, column
 `i % grid_w`. Masks are boolean `(batch, grid_h * grid_w)` tensors, True = masked (hidden from the

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from samadapt.models.fast import FastEncoder, accelerate
-from samadapt.models.fast import encoder as fast_encoder
-from samadapt.models.registry import build_model
-from tests.models.meta_reference import randomise, relative_error
+from samadapt.modeling.fast import FastEncoder, accelerate
+from samadapt.modeling.fast import encoder as fast_encoder
+from samadapt.modeling.registry import build_model
+from tests.modeling.meta_reference import randomise, relative_error
 
 TOLERANCE = 1e-4
 

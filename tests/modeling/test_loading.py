@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.checkpoint import load_checkpoint, save_checkpoint
-from samadapt.models.loading import load_model, load_weights
-from samadapt.models.registry import build_model
+from samadapt.modeling.loading import load_model, load_model_folder, load_weights
+from samadapt.modeling.model_folder import save_model_folder
+from samadapt.modeling.registry import build_model
 
 from .meta_reference import build_meta_sam2
 
@@ -36,7 +36,7 @@ def _save_meta(tmp_path, state, name="edited.pt"):
 
 
 def test_meta_checkpoint_names_and_known_unused(meta_tiny_file):
-    from samadapt.models.loading import read_weights
+    from samadapt.modeling.loading import read_weights
 
     weights = read_weights(meta_tiny_file[0])
     assert weights.variant == "sam2.1-hiera-tiny" and weights.source_format == "meta-sam2"
@@ -132,12 +132,12 @@ def test_huggingface_directory_round_trip(tmp_path, meta_tiny_file, capsys):
 def test_own_checkpoint_round_trip_and_hash(tmp_path, meta_tiny_file):
     model = load_model(weights=meta_tiny_file[0], image_size=SIZE)
     prompts = torch.randn(3, 2, 256)
-    out_dir = save_checkpoint(
+    out_dir = save_model_folder(
         model, tmp_path / "ckpt", provenance={"command": "samadapt test", "parent": str(meta_tiny_file[0])},
         extra_tensors={"class_prompts": prompts}, extra_config={"classes": ["a", "b", "c"]},
     )
     assert sorted(p.name for p in out_dir.iterdir()) == ["extra.safetensors", "model.safetensors", "samadapt.json"]
-    loaded = load_checkpoint(out_dir)
+    loaded = load_model_folder(out_dir)
     assert loaded.model.name == "sam2.1-hiera-tiny" and loaded.model.image_size == SIZE
     assert loaded.extra_config == {"classes": ["a", "b", "c"]} and "saved_at" in loaded.provenance
     assert torch.equal(loaded.extra_tensors["class_prompts"], prompts)
@@ -152,21 +152,21 @@ def test_own_checkpoint_round_trip_and_hash(tmp_path, meta_tiny_file):
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match="sha256 mismatch") as info:
-        load_checkpoint(out_dir)
+        load_model_folder(out_dir)
     assert "model.safetensors" in str(info.value)
     meta = json.loads((out_dir / "samadapt.json").read_text())
     assert meta["files"]["model.safetensors"] and meta["provenance"]["command"] == "samadapt test"
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
-    import samadapt.models.checkpoint as checkpoint
+    import samadapt.modeling.model_folder as model_folder
 
     model = build_model("sam2-hiera-tiny", SIZE)
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "sha256_file", boom)
+    monkeypatch.setattr(model_folder, "sha256_file", boom)
     with pytest.raises(OSError):
-        save_checkpoint(model, tmp_path / "ckpt", provenance={})
+        save_model_folder(model, tmp_path / "ckpt", provenance={})
     assert not (tmp_path / "ckpt").exists() and list(tmp_path.iterdir()) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from samadapt.models.loading import load_model
+from samadapt.modeling.loading import load_model
 
 from .meta_reference import (
     build_meta_sam2,

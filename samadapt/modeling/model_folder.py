@@ -1,6 +1,8 @@
-"""samadapt's own checkpoint folder: weights, identity, provenance, integrity.
+"""samadapt's model folder (the format every command saves a model in): weights, identity,
+provenance, integrity. Training state (optimiser, step, RNG) lives elsewhere, in
+`samadapt.engine.checkpoint`; `loading.load_model_folder` rebuilds the model saved here.
 
-Layout of a checkpoint folder:
+Layout of a model folder:
     model.safetensors   the wrapped model's state dict in transformers key names (so the file
                         also loads with `Sam2Model`/`SamModel.load_state_dict`)
     extra.safetensors   optional tensors a stage adds (learned prompts, prototypes, heads)
@@ -23,6 +25,7 @@ import torch
 
 from samadapt.engine.atomic import sha256_file, staged_dir
 from samadapt.errors import UserError
+from samadapt.modeling.weight_files import LoadedWeights, read_safetensors
 
 FORMAT = "samadapt-checkpoint"
 FORMAT_VERSION = 1
@@ -32,8 +35,8 @@ EXTRA_FILE = "extra.safetensors"
 
 
 @dataclass
-class Checkpoint:
-    """A loaded checkpoint: the model plus everything saved beside it."""
+class ModelFolder:
+    """A loaded model folder: the model plus everything saved beside it."""
 
     model: object  # SegmentAnything
     metadata: dict
@@ -53,7 +56,7 @@ def _plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
-def save_checkpoint(
+def save_model_folder(
     model,
     directory: str | Path,
     provenance: dict,
@@ -118,7 +121,7 @@ def read_metadata(directory: str | Path) -> dict:
     return meta
 
 
-def _verified(directory: Path, meta: dict, name: str) -> Path:
+def verified_file(directory: Path, meta: dict, name: str) -> Path:
     path = directory / name
     if not path.is_file():
         raise UserError("checkpoint file is missing", path)
@@ -131,31 +134,12 @@ def _verified(directory: Path, meta: dict, name: str) -> Path:
     return path
 
 
-def read_checkpoint_weights(directory: str | Path):
-    """The model weights of a checkpoint folder as `loading.LoadedWeights`, hash-verified."""
-    from samadapt.models.loading import LoadedWeights, read_safetensors
-
+def read_model_folder_weights(directory: str | Path):
+    """The model weights of a model folder as `LoadedWeights`, hash-verified."""
     directory = Path(directory)
     meta = read_metadata(directory)
-    path = _verified(directory, meta, WEIGHTS_FILE)
+    path = verified_file(directory, meta, WEIGHTS_FILE)
     return LoadedWeights(
         read_safetensors(path), "samadapt", path, variant=meta["model"], image_size=int(meta["image_size"]),
         family=meta["family"],
     )
-
-
-def load_checkpoint(directory: str | Path, image_size: int | None = None) -> Checkpoint:
-    """Rebuild the model saved in `directory` (at its saved size unless `image_size` is given),
-    verify hashes, and return it with its metadata and extra tensors."""
-    from samadapt.models.loading import load_weights, read_safetensors
-    from samadapt.models.registry import build_model
-
-    directory = Path(directory)
-    weights = read_checkpoint_weights(directory)
-    meta = read_metadata(directory)
-    model = build_model(meta["model"], image_size or int(meta["image_size"]))
-    load_weights(model, directory, weights=weights)
-    extra = {}
-    if EXTRA_FILE in meta["files"]:
-        extra = read_safetensors(_verified(directory, meta, EXTRA_FILE))
-    return Checkpoint(model, meta, extra)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samadapt.errors import UserError
-from samadapt.models.registry import REGISTRY, TEST_IMAGE_SIZE, TEST_MODEL, build_model, get_spec, list_models
+from samadapt.modeling.registry import REGISTRY, TEST_IMAGE_SIZE, TEST_MODEL, build_model, get_spec, list_models
 
 
 @pytest.fixture(scope="module")

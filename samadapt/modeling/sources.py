@@ -78,7 +78,7 @@ def parse_init(text: str, accepts=INIT_KINDS, command: str | None = None,
 
 
 def weights_path(source: InitSource) -> Path | None:
-    """The file or folder `samadapt.models.loading.load_model` reads for `source` (None: random).
+    """The file or folder `samadapt.modeling.loading.load_model` reads for `source` (None: random).
 
     For the commands that build a plain Segment Anything model; fine-tuning has its own reading of
     mae: and ckpt: (it keeps class prompts and loads only the encoder; see finetune/init.py).
@@ -91,7 +91,7 @@ def weights_path(source: InitSource) -> Path | None:
         return resolve_encoder_dir(source.path)
     if source.kind == "ckpt":
         from samadapt.finetune.runs import BASELINE_INFO, MODEL_DIR
-        from samadapt.models.checkpoint import METADATA_FILE
+        from samadapt.modeling.model_folder import METADATA_FILE
 
         folder = source.path / MODEL_DIR if (source.path / MODEL_DIR).is_dir() else source.path
         if (folder / BASELINE_INFO).is_file():
@@ -105,7 +105,7 @@ def weights_path(source: InitSource) -> Path | None:
 
 def official_weights(model_name: str) -> str:
     """Where the released weights of `model_name` come from, in one sentence."""
-    from samadapt.models.registry import get_spec
+    from samadapt.modeling.registry import get_spec
 
     spec = get_spec(model_name)
     page = SAM2_RELEASE_PAGE if spec.family == "sam2" else SAM_RELEASE_PAGE
@@ -115,7 +115,7 @@ def official_weights(model_name: str) -> str:
 
 def warn_random_weights(model_name: str, outputs: str) -> None:
     """One loud line on stderr: `outputs` come from an untrained model, and where trained weights are."""
-    from samadapt.models.registry import get_spec
+    from samadapt.modeling.registry import get_spec
 
     name = get_spec(model_name).name
     warn(f"{name} has RANDOM, UNTRAINED weights ({INIT_OPTION} random): {outputs} mean nothing; "

@@ -1,10 +1,10 @@
-"""Load weights exactly: Meta's checkpoint files, Hugging Face directories, samadapt checkpoints.
+"""Load weights exactly: Meta's checkpoint files, Hugging Face directories, samadapt model folders.
 
 Formats are recognised by content, not by file name:
   * Meta SAM2/SAM2.1 `.pt` (a dict with key "model") and Meta SAM `.pth` (a plain state dict);
   * a Hugging Face directory (`config.json` + `model.safetensors`, transformers key names), or a
     bare `.safetensors` file with transformers key names;
-  * a samadapt checkpoint directory (`model.safetensors` + `samadapt.json`, see `checkpoint.py`).
+  * a samadapt model folder (`model.safetensors` + `samadapt.json`, see `model_folder.py`).
 
 Loading is strict: missing keys, unexpected keys, shape mismatches and checkpoints of another
 variant are `UserError`s naming the file. Only parameters known to belong to the video model are
@@ -14,18 +14,19 @@ dropped, by explicit name. Pickles are read with `torch.load(weights_only=True)`
 from __future__ import annotations
 
 import json
-import pickle
 import re
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from samadapt.errors import UserError, warn
-from samadapt.models import meta_sam, meta_sam2
-from samadapt.models.key_mapping import check_strict
-from samadapt.models.registry import get_spec
+from samadapt.modeling import meta_sam, meta_sam2
+from samadapt.modeling.key_mapping import check_strict
+from samadapt.modeling.model_folder import (
+    EXTRA_FILE, METADATA_FILE, ModelFolder, read_metadata, read_model_folder_weights, verified_file,
+)
+from samadapt.modeling.registry import build_model, get_spec
+from samadapt.modeling.weight_files import LoadedWeights, read_safetensors, read_torch_file
 
 # transformers' Sam2VideoModel parameters that image segmentation does not use.
 HF_VIDEO_ONLY = [
@@ -41,61 +42,6 @@ HF_VIDEO_ONLY = [
 ]
 _HF_SAM21_MARKERS = ("occlusion_spatial_embedding_parameter", "temporal_positional_encoding_projection_layer.weight")
 _POSITIONAL = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
-
-
-@dataclass
-class LoadedWeights:
-    """A state dict in transformers' key names plus what is known about where it came from.
-
-    variant: registry name the weights belong to (None when it cannot be told, e.g. a bare
-    safetensors file); image_size: the size the weights were trained/saved at, if known.
-    """
-
-    state_dict: dict[str, torch.Tensor]
-    source_format: str
-    path: Path
-    variant: str | None = None
-    image_size: int | None = None
-    unused: list[str] = field(default_factory=list)
-    unmatched: list[str] = field(default_factory=list)
-    family: str | None = None
-    # When the variant cannot be pinned down (SAM2 vs SAM2.1 without video keys): the names it may be.
-    candidates: list[str] = field(default_factory=list)
-
-
-def read_torch_file(path: Path):
-    """`torch.load(weights_only=True)` with every failure turned into a `UserError` naming `path`."""
-    if not path.is_file():
-        raise UserError("weights file not found", path)
-    if path.stat().st_size == 0:
-        raise UserError("weights file is empty (0 bytes)", path)
-    try:
-        with warnings.catch_warnings():  # torch warns about unusual pickle protocols on stderr
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # do not echo torch's advice to retry with weights_only=False
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        raise UserError(
-            "refusing to load: the file holds Python objects other than tensors, which could run code"
-            + (f" ({found.group(1)})" if found else ""), path) from None
-    except Exception as exc:  # RuntimeError (truncated zip), EOFError, ...
-        reason = " ".join(str(exc).split())[:200]
-        raise UserError(
-            f"cannot read as a PyTorch checkpoint with safe (weights-only) loading: "
-            f"{type(exc).__name__}: {reason}",
-            path,
-        ) from None
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise UserError("weights file not found", path)
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise UserError(f"cannot read safetensors file: {type(exc).__name__}: {exc}", path) from None
 
 
 def _tensor_dict(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -126,7 +72,7 @@ def _from_hf_keys(sd: dict[str, torch.Tensor], path: Path, source_format: str) -
 
 
 def _variant_from_hf_config(config: dict, state: LoadedWeights, path: Path) -> None:
-    from samadapt.models.registry import REGISTRY
+    from samadapt.modeling.registry import REGISTRY
 
     vision = config.get("vision_config") or {}
     prompt = config.get("prompt_encoder_config") or {}
@@ -159,10 +105,8 @@ def read_weights(path: str | Path) -> LoadedWeights:
     """Read any supported format into transformers key names (no model is built)."""
     path = Path(path)
     if path.is_dir():
-        if (path / "samadapt.json").is_file():
-            from samadapt.models.checkpoint import read_checkpoint_weights
-
-            return read_checkpoint_weights(path)
+        if (path / METADATA_FILE).is_file():
+            return read_model_folder_weights(path)
         config_file, weights_file = path / "config.json", path / "model.safetensors"
         if config_file.is_file() and weights_file.is_file():
             try:
@@ -234,8 +178,6 @@ def load_model(name: str | None = None, weights: str | Path | None = None, image
         weights: file or folder; None gives random weights.
         image_size: input size S; default the checkpoint's own size (1024 for Meta's files).
     """
-    from samadapt.models.registry import build_model
-
     if weights is None:
         if name is None:
             raise UserError("give a model name or a weights path")
@@ -258,3 +200,17 @@ def load_model(name: str | None = None, weights: str | Path | None = None, image
     model = build_model(name, size)
     load_weights(model, weights, weights=loaded)
     return model
+
+
+def load_model_folder(directory: str | Path, image_size: int | None = None) -> ModelFolder:
+    """Rebuild the model saved in a samadapt model folder (at its saved size unless `image_size` is
+    given), verify hashes, and return it with its metadata and extra tensors."""
+    directory = Path(directory)
+    weights = read_model_folder_weights(directory)
+    meta = read_metadata(directory)
+    model = build_model(meta["model"], image_size or int(meta["image_size"]))
+    load_weights(model, directory, weights=weights)
+    extra = {}
+    if EXTRA_FILE in meta["files"]:
+        extra = read_safetensors(verified_file(directory, meta, EXTRA_FILE))
+    return ModelFolder(model, meta, extra)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from samadapt.models.sources import HF_PAGE, SAM2_RELEASE_PAGE, SAM_RELEASE_PAGE
+from samadapt.modeling.sources import HF_PAGE, SAM2_RELEASE_PAGE, SAM_RELEASE_PAGE
 
 
 def _count_parameters(name: str) -> int:
     """Parameters of the image-segmentation model (random init on the meta device: no memory)."""
     import torch
 
-    from samadapt.models.registry import build_hf_model
+    from samadapt.modeling.registry import build_hf_model
 
     with torch.device("meta"):
         model = build_hf_model(name)
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         official checkpoints load at any such size.
         """
         from samadapt.errors import UserError
-        from samadapt.models.registry import REGISTRY, list_models
+        from samadapt.modeling.registry import REGISTRY, list_models
 
         if family is not None and family not in ("sam2", "sam"):
             raise UserError(f"--family must be sam2 or sam, got {family!r}")

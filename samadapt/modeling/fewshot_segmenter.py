@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from samadapt.fewshot.prototypes import PrototypePrompter, SupportPrototypes
+from samadapt.modeling.prototypes import PrototypePrompter, SupportPrototypes
 
 # SAM2 applies these decoder convolutions to the stride-4/8 maps at encode time; the cache holds
 # their output, so they must stay frozen or cached features and decoder would disagree.

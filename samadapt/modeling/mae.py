@@ -1,7 +1,7 @@
 """The masked autoencoder around SAM2's Hiera trunk: pixel targets, loss, light decoder.
 
 Design:
-* The encoder is the trunk itself (dense or sparse path, `samadapt/pretrain/sparse.py`); only the trunk
+* The encoder is the trunk itself (dense or sparse path, `samadapt/modeling/sparse_hiera.py`); only the trunk
   is kept after pre-training. The decoder and the dense path's mask token are discarded.
 * Decoder input, one token per 32-pixel mask unit: each of the four stage outputs of a visible unit
   (s×s tokens of width C, s = 8, 4, 2, 1) is flattened and projected to the decoder width, and the four
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from samadapt.pretrain.masking import MASK_UNIT_PIXELS, visible_units
-from samadapt.pretrain.sparse import dense_trunk_forward, gather_units, grid_to_units, sparse_trunk_forward
+from samadapt.modeling.masking import MASK_UNIT_PIXELS, visible_units
+from samadapt.modeling.sparse_hiera import dense_trunk_forward, gather_units, grid_to_units, sparse_trunk_forward
 
 NORM_PIX_EPS = 1e-6
 PATHS = ("sparse", "dense")

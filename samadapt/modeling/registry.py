@@ -226,9 +226,9 @@ def build_model(name: str, image_size: int | None = None):
     """A random-initialised `SegmentAnything` wrapper for `name` at `image_size` (default 1024).
 
     Returns:
-        `samadapt.models.segment_anything.SegmentAnything` in eval mode on the CPU.
+        `samadapt.modeling.segment_anything.SegmentAnything` in eval mode on the CPU.
     """
-    from samadapt.models.segment_anything import SegmentAnything
+    from samadapt.modeling.segment_anything import SegmentAnything
 
     spec = get_spec(name)
     size = spec.default_image_size if image_size is None else image_size

@@ -1,12 +1,12 @@
-"""The sparse path against the dense trunk: the equivalences stated in samadapt/pretrain/sparse.py."""
+"""The sparse path against the dense trunk: the equivalences stated in samadapt/modeling/sparse_hiera.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from samadapt.pretrain.masking import random_unit_mask, unit_grid, visible_units
-from samadapt.pretrain.sparse import (
+from samadapt.modeling.masking import random_unit_mask, unit_grid, visible_units
+from samadapt.modeling.sparse_hiera import (
     dense_trunk_forward,
     gather_units,
     grid_to_units,
@@ -119,7 +119,7 @@ def test_other_window_layouts_sam2_large_style():
 def test_sparse_backward_is_bit_reproducible_with_threads(trunk256):
     """Two backward passes over the same masked batch give identical gradients at 2 threads: the
     padding keys must not be a repeated gather, whose gradient sums in thread order."""
-    from samadapt.pretrain.masking import random_unit_mask, unit_grid
+    from samadapt.modeling.masking import random_unit_mask, unit_grid
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

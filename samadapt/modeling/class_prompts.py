@@ -5,7 +5,7 @@ into a mask. `ClassPromptSegmenter` keeps a learned tensor `class_prompts` of sh
 tokens for each of the C foreground classes. For a batch of B images it feeds them to the decoder as
 `prompt_tokens` of shape (B, C, T, 256), i.e. C queries per image, so one decoder pass gives one mask
 per class: logits (B, C, S/4, S/4). Binary segmentation is C = 1. Optional simulated boxes or points
-(see `prompts.py`) are placed beside the class tokens of the matching query for interactive use.
+(see `samadapt/finetune/prompts.py`) are placed beside the class tokens of the matching query for interactive use.
 
 What trains is chosen with `configure_trainable`:
     all              every parameter
@@ -38,7 +38,7 @@ class ClassPromptSegmenter(nn.Module):
     """A `SegmentAnything` model plus learned class prompts (C, T, 256).
 
     Attributes:
-        base: the wrapped `samadapt.models.segment_anything.SegmentAnything`.
+        base: the wrapped `samadapt.modeling.segment_anything.SegmentAnything`.
         class_names: the C foreground classes in output order (label 1..C of index masks).
         class_prompts: nn.Parameter (C, T, 256).
     """

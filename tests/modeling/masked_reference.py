@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.sam2.modeling_sam2 import do_pool, window_partition, window_unpartition
 
-from samadapt.pretrain.masking import MASK_UNIT_PIXELS
-from samadapt.pretrain.sparse import embed_masked
+from samadapt.modeling.masking import MASK_UNIT_PIXELS
+from samadapt.modeling.sparse_hiera import embed_masked
 
 
 def _keep_grid(mask: torch.Tensor, grid, height: int) -> torch.Tensor:
