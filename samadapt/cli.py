@@ -72,6 +72,11 @@ def build_app() -> typer.Typer:
 _INVOKED_ARGS: list[str] = []
 
 
+def invoked_args() -> list[str]:
+    """The arguments of the command being run, as given (e.g. to suggest it again with `--resume`)."""
+    return list(_INVOKED_ARGS or sys.argv[1:])
+
+
 def _without_devices(args: list[str]) -> list[str]:
     out, skip = [], False
     for arg in args:

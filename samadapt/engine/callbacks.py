@@ -7,6 +7,7 @@ part in collective operations; one that writes files should check `trainer.is_ma
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from samadapt.engine.logging import epoch_line, note
 from samadapt.errors import UserError, warn
 
 
@@ -24,6 +26,10 @@ class TrainerView(Protocol):
     run_dir: Path
     epoch: int
     global_step: int
+    epochs_planned: int  # of the current `fit`
+    epoch_started: float  # time.perf_counter() when the current epoch started
+    monitor: str | None
+    last_validation: dict[str, float]
 
     @property
     def is_main(self) -> bool: ...
@@ -38,6 +44,16 @@ class Callback:
 
     def on_fit_end(self, trainer: TrainerView, summary: Mapping[str, Any]) -> None:
         """Once, after the final checkpoint, whatever the reason training stopped."""
+
+
+class EpochLine(Callback):
+    """One kept line per finished epoch on stderr, by rank 0 (the trainer adds it when `progress`)."""
+
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, metrics: Mapping[str, float]) -> None:
+        if trainer.is_main:
+            seconds = time.perf_counter() - trainer.epoch_started
+            note(epoch_line(epoch + 1, trainer.epochs_planned, metrics.get("loss"), trainer.last_validation,
+                            trainer.monitor, seconds))
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:

@@ -1,4 +1,4 @@
-"""Metric logs: CSV files, TensorBoard and a console progress bar, written by rank 0 only.
+"""Metric logs: CSV files, TensorBoard, a console progress bar and kept progress lines, by rank 0 only.
 
 One CSV per phase (`train.csv` one row per optimiser step, `epoch.csv` one row per epoch or
 validation) inside the run folder. Rows are appended and flushed as they come, so a crash loses
@@ -7,6 +7,9 @@ belong to steps that will be trained again, and keeping them would duplicate ste
 A metric that appears later than the first row widens the header (the file is rewritten).
 
 TensorBoard is optional: without the `tensorboard` package only the CSV files are written.
+
+On the console, the bar of an epoch is transient and shown only on a terminal, so every epoch also
+leaves one kept line on stderr (`epoch_line`, printed by `callbacks.EpochLine`) that stays in logs.
 """
 
 from __future__ import annotations
@@ -157,6 +160,55 @@ class ProgressBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+class ItemProgress:
+    """Progress of a long per-item loop outside training (encoding a feature cache): a transient bar
+    on a terminal; in a log, where a bar would leave nothing, a kept line every `every_s` seconds."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True, every_s: float = 30.0):
+        self.total, self.description, self.every_s = total, description, every_s
+        self.done = 0
+        self._bar = None
+        self._last_line = time.perf_counter()
+        self._enabled = enabled
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif self._enabled and time.perf_counter() - self._last_line >= self.every_s:
+            self._last_line = time.perf_counter()
+            note(f"{self.description}: {self.done}/{self.total}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def note(message: str) -> None:
+    """A kept progress line on stderr (stdout is the command's result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def metric_label(name: str) -> str:
+    """`val_dice` -> `val Dice`: metric keys as a reader writes them."""
+    return " ".join("Dice" if word == "dice" else word for word in name.split("_"))
+
+
+def epoch_line(epoch: int, epochs: int, loss: float | None, validation: Mapping[str, float],
+               monitor: str | None, seconds: float) -> str:
+    """`epoch 3/10  loss 0.4123  val Dice 0.6512  (12.3 s)`: the line kept per epoch in every log."""
+    parts = [f"epoch {epoch}/{epochs}"]
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    if monitor is not None and monitor in validation:
+        parts.append(f"{metric_label(monitor)} {validation[monitor]:.4f}")
+    return "  ".join(parts) + f"  ({seconds:.1f} s)"
 
 
 def _tensorboard_writer(folder: Path, purge_step: int | None):

@@ -46,8 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from samadapt.engine import checkpoint as ckpt
 from samadapt.engine import distributed as dist_utils
-from samadapt.engine.callbacks import Callback, move_to_device, resolve_precision
-from samadapt.engine.logging import MetricLogger, ProgressBar
+from samadapt.engine.callbacks import Callback, EpochLine, move_to_device, resolve_precision
+from samadapt.engine.logging import MetricLogger, ProgressBar, note
 from samadapt.engine.signals import StopRequest, stop_on_signals
 from samadapt.errors import UserError
 
@@ -89,7 +89,8 @@ class Trainer:
         self.grad_clip, self.accumulate_steps = grad_clip, int(accumulate_steps)
         self.validate_every_steps, self.checkpoint_every_steps = validate_every_steps, checkpoint_every_steps
         self.keep_last, self.resume, self.resume_may_differ = keep_last, resume, tuple(resume_may_differ)
-        self.callbacks, self.seed = list(callbacks), seed
+        # progress: a live bar and one kept line per epoch; off for tests and library use
+        self.callbacks, self.seed = list(callbacks) + ([EpochLine()] if progress else []), seed
         self.log_every_steps, self.progress, self.tensorboard = max(1, log_every_steps), progress, tensorboard
         self.handle_signals, self.ddp_kwargs = handle_signals, dict(ddp_kwargs or {})
         self.autocast_dtype, use_fp16_scaler = resolve_precision(precision, self.device, announce=self.context.is_main)
@@ -238,6 +239,7 @@ class Trainer:
         if epochs < 1:
             raise UserError(f"epochs must be >= 1, got {epochs}")
         started = time.perf_counter()
+        self.epochs_planned = epochs
         total_steps = epochs * self.steps_per_epoch if max_steps is None else min(max_steps, epochs * self.steps_per_epoch)
         self.scheduler = self._resolve_scheduler(total_steps)
         if self.seed is not None:
@@ -254,6 +256,8 @@ class Trainer:
                     status = "max_steps"
                     break
                 status = self._train_one_epoch(max_steps)
+        if status == "interrupted" and self.is_main and self.progress:  # the save can take a while
+            note(f"stopping at step {self.global_step}: saving a checkpoint to {self.checkpoint_dir}")
         if self._last_saved_step != self.global_step:
             self.save_checkpoint()
         summary = self._summary(status, resumed_from, time.perf_counter() - started)
@@ -276,7 +280,9 @@ class Trainer:
             for _ in range(self.batch_in_epoch):
                 next(batches)
         self.model.train()
-        bar = ProgressBar(self.steps_per_epoch, f"epoch {self.epoch + 1}", enabled=self.is_main and self.progress)
+        self.epoch_started = time.perf_counter()
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.epochs_planned}",
+                          enabled=self.is_main and self.progress)
         status = "completed"
         try:
             while self.batch_in_epoch < total_batches:
