@@ -40,12 +40,10 @@ def pretrain(
 
     The result, OUT/encoder, is a samadapt checkpoint; fine-tune from it with `--init mae:OUT`.
     """
-    import json
-    import os
-
     from samadapt.cli import relaunch_on_devices
     from samadapt.errors import UserError
     from samadapt.modeling.sources import parse_init
+    from samadapt.outcome import finish_training
     from samadapt.pretrain.train import PretrainConfig, run_pretrain
 
     if (code := relaunch_on_devices(devices)) is not None:
@@ -64,5 +62,7 @@ def pretrain(
         recon_every=recon_every, num_workers=workers,
     )
     summary = run_pretrain(config, resume=resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from the process that wrote the run
-        print(json.dumps({k: summary[k] for k in ("status", "epochs_completed", "global_step", "last_train", "encoder")}))
+    # fine-tuning needs labelled data, which pre-training never saw: those two stay for the user to fill in
+    variant = [] if model == "sam2-hiera-tiny" else ["--model", model]
+    finish_training(summary, out, ["finetune", "--data", "LABELLED_DATA", "--splits", "SPLITS_JSON", *variant,
+                                   "--init", f"mae:{out}", "--out", "FINETUNE_RUN"], epochs=epochs)

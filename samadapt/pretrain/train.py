@@ -4,6 +4,7 @@ Run folder (`--out RUN_DIR`):
     checkpoints/     resumable training state (trunk + MAE decoder + optimiser), see samadapt.engine
     metrics.csv, tensorboard/   per-step loss and lr (written by the engine's MetricLogger)
     recon/epoch-XXXX.png        original / masked input / reconstruction of a few fixed images
+    summary.json     how training ended (status, steps, final loss, the encoder's folder)
     encoder/         the result: the whole SAM2 model in samadapt's checkpoint format, its image
                      encoder pre-trained (the neck, prompt encoder and mask decoder stay as
                      initialised); provenance says how it was made. See `load_pretrained_encoder`.
@@ -11,6 +12,7 @@ Run folder (`--out RUN_DIR`):
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,6 +24,8 @@ from samadapt.modeling.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_g
 
 ENCODER_DIR = "encoder"
 RECON_DIR = "recon"
+SUMMARY_FILE = "summary.json"
+CALIBRATION_IMAGES = 32
 # Warm-up when none is given: 5 epochs, or the whole run when it is shorter (a 1-epoch smoke run
 # must not be refused for a default it did not choose).
 DEFAULT_WARMUP_EPOCHS = 5.0
@@ -164,8 +168,6 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Trainer
-    from samadapt.modeling.model_folder import save_model_folder
-    from samadapt.pretrain.calibrate import calibrate_neck
     from samadapt.modeling.masking import random_unit_mask
     from samadapt.pretrain.recon import ReconstructionPictures
 
@@ -202,24 +204,40 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
         seed=config.seed, num_workers=config.num_workers, progress=progress,
     )
     summary = trainer.fit(config.epochs, max_steps=max_steps)
-    if trainer.is_main:
-        provenance = {
-            "stage": "mae-pretrain", "command": config.command, "data": [str(Path(d).resolve()) for d in config.data],
-            "images": len(dataset), "init": config.init, "epochs_completed": summary["epochs_completed"],
-            "epochs_planned": config.epochs, "steps": summary["global_step"], "mask_ratio": config.mask_ratio,
-            "image_size": config.image_size, "path": config.path, "batch_size": config.batch_size,
-            "lr": config.lr, "seed": config.seed, "patch_size": config.patch_size, "norm_pix": config.norm_pix,
-            "final_train_loss": summary["last_train"].get("loss"), "status": summary["status"],
-            "steps_per_epoch": steps_per_epoch,
-        }
-        if config.init == "random":  # the neck never trained: give it data-dependent scales (calibrate.py)
-            provenance["neck_calibration"] = calibrate_neck(model, _calibration_batches(dataset, model))
-        save_model_folder(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
     summary["encoder"] = str(run_dir / ENCODER_DIR)
+    if trainer.is_main:
+        _save_encoder(config, summary, model, dataset, steps_per_epoch, progress)
     return summary
 
 
-def _calibration_batches(dataset, model, images: int = 32, batch: int = 8) -> list:
+def _save_encoder(config: PretrainConfig, summary: dict, model, dataset, steps_per_epoch: int, progress: bool) -> None:
+    """RUN_DIR/encoder (the SAM2 model with the pre-trained trunk, and how it was made) and summary.json."""
+    from samadapt.engine.atomic import atomic_write_text
+    from samadapt.engine.logging import note
+    from samadapt.modeling.model_folder import save_model_folder
+    from samadapt.pretrain.calibrate import calibrate_neck
+
+    run_dir = Path(config.out)
+    provenance = {
+        "stage": "mae-pretrain", "command": config.command, "data": [str(Path(d).resolve()) for d in config.data],
+        "images": len(dataset), "init": config.init, "epochs_completed": summary["epochs_completed"],
+        "epochs_planned": config.epochs, "steps": summary["global_step"], "mask_ratio": config.mask_ratio,
+        "image_size": config.image_size, "path": config.path, "batch_size": config.batch_size,
+        "lr": config.lr, "seed": config.seed, "patch_size": config.patch_size, "norm_pix": config.norm_pix,
+        "final_train_loss": summary["last_train"].get("loss"), "status": summary["status"],
+        "steps_per_epoch": steps_per_epoch,
+    }
+    if config.init == "random":  # the neck never trained: give it data-dependent scales (calibrate.py)
+        if progress:
+            note(f"calibrating the neck on {min(CALIBRATION_IMAGES, len(dataset))} images")
+        provenance["neck_calibration"] = calibrate_neck(model, _calibration_batches(dataset, model))
+    if progress:  # exporting a large model takes a while: say what the pause is
+        note(f"saving the encoder to {summary['encoder']}")
+    save_model_folder(model, run_dir / ENCODER_DIR, provenance, extra_config={"mae": asdict(config)})
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def _calibration_batches(dataset, model, images: int = CALIBRATION_IMAGES, batch: int = 8) -> list:
     """The first `images` pre-training images (fixed, unaugmented order), as pixel batches on the
     model's device."""
     import torch

@@ -82,7 +82,8 @@ def test_resume_continues_and_refuses_another_config(finished_run, image_folder,
     code, _, err = _run([*base, "--epochs", "1"], capsys)  # existing run without --resume
     assert code == 2 and "resume" in err
     code, stdout, _ = _run([*base, "--epochs", "2", "--resume"], capsys)
-    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["global_step"] == 4
+    assert code == 0 and "status: completed (2/2 epochs, 4 steps" in stdout
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 4
 
 
 @pytest.mark.parametrize(

@@ -49,8 +49,9 @@ def test_pretrain_on_two_cpu_processes_writes_one_run_folder(tmp_path, monkeypat
     _, meta, _ = load_resumable(tmp_path / "run" / "checkpoints")
     assert meta["trainer"]["world_size"] == 2
     assert (tmp_path / "run" / "encoder" / "samadapt.json").is_file()
-    summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert len(summaries) == 1 and summaries[0]["status"] == "completed"  # printed by rank 0 only
+    statuses = [line for line in out.splitlines() if line.startswith("status: ")]
+    assert len(statuses) == 1 and statuses[0].startswith("status: completed")  # printed by rank 0 only
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
 
 
 def test_bad_input_on_two_processes_is_still_one_line_and_exit_2(tmp_path, monkeypatch, capfd):
