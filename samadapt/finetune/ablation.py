@@ -12,12 +12,15 @@ took no part in selecting its checkpoint:
 
 Scores use the shared evaluation report; the per-case scores (mean over classes) of all folds are
 pooled into mean ± sd (with a test part, each fold's model adds its own score of every test case).
-The table records the scored part and the kept checkpoint.
+The table records the scored part and the kept checkpoint. With `progress`, each loss says when it
+starts training (k/N) and its score when done; an interrupted run stops the ablation (status
+"interrupted", no table written).
 
 Layout of OUT::
 
     <loss>/fold<k>/        the fine-tuning run (reused when it holds a model trained with the same
-                           settings; a finished run with other settings is refused)
+                           settings; a finished run with other settings is refused; an interrupted
+                           one resumes when the command is run again)
     <loss>/fold<k>/eval/   its evaluation report
     ablation.md, ablation.csv, ablation.json
 """
@@ -122,12 +125,11 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
     """Train and evaluate every (loss preset, fold); returns the table also written to OUT."""
     from samadapt.data.dataset import load_dataset
     from samadapt.data.splits import load_splits
-    from samadapt.evaluate.report import evaluate_cases
-    from samadapt.finetune.evaluation import run_split_cases, split_cases_for_run
+    from samadapt.engine.logging import note
     from samadapt.finetune.losses import LOSS_PRESETS
-    from samadapt.finetune.runs import is_run_dir, load_finetune_run
-    from samadapt.finetune.training import finetune
+    from samadapt.finetune.runs import is_run_dir
 
+    say = note if base.progress else (lambda _: None)
     out = Path(out)
     presets = parse_presets(losses)
     splits = load_splits(base.splits, load_dataset(base.data))
@@ -140,29 +142,62 @@ def run_loss_ablation(base, out: str | Path, folds: str = "0", losses: str | Non
     for config in configs.values():  # a mismatched folder fails now, not after hours of training
         if is_run_dir(config.out):
             check_reusable(Path(config.out), config)
-    rows, per_case = [], []
-    for preset in presets:
+    table = {"status": "completed", "data": str(base.data), "splits": str(base.splits), "part": part, "keep": keep,
+             "folds": fold_list, "model": base.model, "init": base.init, "train": base.train, "epochs": base.epochs,
+             "image_size": base.image_size, "seed": base.seed, "rows": [], "per_case": []}
+    for number, preset in enumerate(presets, start=1):
         pooled: list[dict[str, float]] = []
         for fold in fold_list:
-            run_dir = Path(configs[preset, fold].out)
-            if not is_run_dir(run_dir):  # an interrupted run resumes; the trainer refuses other settings
-                finetune(configs[preset, fold])
-            run = load_finetune_run(run_dir)
-            cases = split_cases_for_run(Path(base.data), Path(base.splits), part, fold, run.class_names)
-            result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
-                                    class_names=run.class_names, overlays=False)
-            for case, scores in _case_scores(result.rows).items():
+            spec = "" if LOSS_PRESETS[preset] == preset else f" ({LOSS_PRESETS[preset]})"
+            say(f"loss {number}/{len(presets)}: training {preset}{spec}" + (f", fold {fold}" if len(fold_list) > 1 else ""))
+            if not _train_unless_finished(configs[preset, fold]):
+                return {**table, "status": "interrupted"}  # the table would mix finished and missing runs
+            for case, scores in _scores(configs[preset, fold], part).items():
                 pooled.append(scores)
-                per_case.append({"loss": preset, "fold": fold, "case_id": case, **scores})
+                table["per_case"].append({"loss": preset, "fold": fold, "case_id": case, **scores})
         row = {"loss": preset, "spec": LOSS_PRESETS[preset], "part": part, "keep": keep, "n": len(pooled)}
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = _mean_sd([s[metric] for s in pooled])
-        rows.append(row)
-    table = {"data": str(base.data), "splits": str(base.splits), "part": part, "keep": keep, "folds": fold_list,
-             "model": base.model, "init": base.init, "train": base.train, "epochs": base.epochs,
-             "image_size": base.image_size, "seed": base.seed, "rows": rows, "per_case": per_case}
+        table["rows"].append(row)
+        say(f"loss {number}/{len(presets)}: {preset} done: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f} "
+            f"over {row['n']} {part} cases")
     _write_table(out, table)
     return table
+
+
+def finished(run_dir: Path) -> bool:
+    """A run folder with a saved model that was not interrupted (an interrupted one resumes)."""
+    from samadapt.finetune.runs import is_run_dir
+
+    if not is_run_dir(run_dir):
+        return False
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status") != "interrupted"
+    except (OSError, ValueError, AttributeError):
+        return True  # a model without a readable summary: check_reusable has vouched for its settings
+
+
+def _train_unless_finished(config) -> bool:
+    """Train (or resume) one run unless it finished before; False when this training was interrupted."""
+    from samadapt.finetune.training import finetune
+
+    if finished(Path(config.out)):
+        return True
+    return finetune(config)["status"] != "interrupted"  # the trainer refuses to resume other settings
+
+
+def _scores(config, part: str) -> dict[str, dict[str, float]]:
+    """Per-case scores of one finished run on `part` of its fold; the report goes to RUN/eval."""
+    from samadapt.evaluate.report import evaluate_cases
+    from samadapt.finetune.evaluation import run_split_cases, split_cases_for_run
+    from samadapt.finetune.runs import load_finetune_run
+
+    run_dir = Path(config.out)
+    run = load_finetune_run(run_dir)
+    cases = split_cases_for_run(Path(config.data), Path(config.splits), part, config.fold, run.class_names)
+    result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
+                            class_names=run.class_names, overlays=False)
+    return _case_scores(result.rows)
 
 
 def _write_table(out: Path, table: dict) -> None:

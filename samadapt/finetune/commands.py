@@ -68,13 +68,12 @@ def finetune(
     devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
     """Fine-tune a model for prompt-free multi-class segmentation; saves the best model by validation Dice."""
-    import os
-
     import torch
 
     from samadapt.cli import relaunch_on_devices
     from samadapt.finetune.training import FinetuneConfig
     from samadapt.finetune.training import finetune as run_finetune
+    from samadapt.outcome import finish_training
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
@@ -94,12 +93,18 @@ def finetune(
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     result = run_finetune(config)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
-        return
-    best = result["best"]["value"]
-    print(f"{result['status']}: {result['epochs_completed']} epochs, best val Dice "
-          f"{best:.4f} at step {result['best']['step']} ({result['seconds_per_epoch']:.1f} s/epoch) -> {out / 'model'}"
-          if best is not None else f"{result['status']}: no validation result -> {out / 'model'}")
+    finish_training(result, out, ["evaluate", "--model", out, "--data", data, "--splits", splits,
+                                  "--part", _scored_part(splits)], epochs=epochs)
+
+
+def _scored_part(splits: Path) -> str:
+    """The part to evaluate a finished run on: test, or val when the splits have no test part."""
+    import json
+
+    try:
+        return "test" if json.loads(splits.read_text())["test"]["cases"] else "val"
+    except (OSError, ValueError, KeyError, TypeError):  # already validated by training; never fail here
+        return "test"
 
 
 def ablate_loss(
@@ -136,10 +141,47 @@ def ablate_loss(
     _check_keep(keep)
     base = FinetuneConfig(data=str(data), splits=str(splits), out=str(out), model=model, image_size=image_size,
                           init=init, train=train, epochs=epochs, batch_size=batch_size, lr=lr,
-                          encoder_lr=encoder_lr, seed=seed, patience=patience, keep=keep, repeat=repeat,
-                          progress=False)
+                          encoder_lr=encoder_lr, seed=seed, patience=patience, keep=keep, repeat=repeat)
     table = run_loss_ablation(base, out, folds=folds, losses=losses)
     for row in table["rows"]:
         print(f"{row['loss']:>14}: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f}, "
               f"IoU {row['iou_mean']:.4f} ± {row['iou_sd']:.4f} ({row['n']} cases)")
-    print(f"scored on the {table['part']} part, checkpoint kept: {table['keep']} -> {out / 'ablation.md'}")
+    _ablation_outcome(base, table, out)
+
+
+def _ablation_outcome(base, table: dict, out: Path) -> None:
+    """The closing lines: the best loss by mean Dice, and the fine-tuning run it suggests."""
+    import math
+
+    from samadapt.outcome import print_outcome, resume_command
+
+    ranked = sorted((r for r in table["rows"] if not math.isnan(r["dice_mean"])), key=lambda r: -r["dice_mean"])
+    best = (f"{ranked[0]['loss']} Dice {ranked[0]['dice_mean']:.4f} ± {ranked[0]['dice_sd']:.4f} on the "
+            f"{table['part']} part (checkpoint kept: {table['keep']})" if ranked else "none (no loss scored)")
+    if table["status"] == "interrupted":  # running the same command again resumes where it stopped
+        print_outcome("interrupted", best, out, resume_command(resume_flag=False))
+    else:
+        status = f"completed ({len(table['rows'])} losses, folds {','.join(map(str, table['folds']))})"
+        print_outcome(status, best, out, _finetune_with(base, ranked[0]["loss"], out) if ranked
+                      else f"cat {out / 'ablation.md'}")
+
+
+# what the ablation fixed besides the loss, as `finetune` flags: the next run repeats them
+CARRIED_FLAGS = (("model", "--model"), ("image_size", "--image-size"), ("init", "--init"), ("train", "--train"),
+                 ("epochs", "--epochs"), ("batch_size", "--batch-size"), ("lr", "--lr"), ("encoder_lr", "--encoder-lr"),
+                 ("seed", "--seed"), ("patience", "--patience"), ("keep", "--keep"), ("repeat", "--repeat"))
+
+
+def _finetune_with(base, preset: str, out: Path) -> str:
+    """The `finetune` command that trains the winning loss with the ablation's other settings."""
+    from dataclasses import fields
+
+    from samadapt.finetune.losses import LOSS_PRESETS
+    from samadapt.outcome import command_line
+
+    defaults = {f.name: f.default for f in fields(base)}
+    words = ["finetune", "--data", base.data, "--splits", base.splits, "--loss", LOSS_PRESETS[preset]]
+    for name, flag in CARRIED_FLAGS:
+        if getattr(base, name) != defaults.get(name):
+            words += [flag, getattr(base, name)]
+    return command_line([*words, "--out", out.parent / f"{out.name}-{preset}"])

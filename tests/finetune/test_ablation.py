@@ -65,7 +65,7 @@ def test_ablation_scores_the_test_part_when_best_selects_on_val(anatomy, anatomy
     test_case = read_json(anatomy_cv_test)["test"]["cases"][0]
     # Each fold's model scores the one test case; no val case is scored.
     assert [row["case_id"] for row in table["per_case"]] == [test_case, test_case]
-    assert "scored on the test part" in stdout
+    assert "on the test part (checkpoint kept: best)" in stdout.splitlines()[-3]  # the best: line
 
 
 def test_ablation_refuses_unknown_presets_and_folds(anatomy, anatomy_cv, tmp_path, capsys):

@@ -19,7 +19,7 @@ def test_run_folder_holds_model_classes_and_curves(anatomy, tmp_path, capsys):
 
     code, out, err = _finetune(*anatomy, tmp_path / "run", capsys, "--epochs", "1", "--loss", "dice+focal")
     assert code == 0, err
-    assert "best val Dice" in out
+    assert "best: val Dice" in out
     run = tmp_path / "run"
     for name in ("config.json", "summary.json", "epoch.csv", "train.csv", "curves.png", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
