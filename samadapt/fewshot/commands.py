@@ -63,8 +63,10 @@ def cache(
     from samadapt.data.check import require_readable
     from samadapt.data.dataset import load_dataset
     from samadapt.engine.atomic import check_output_dir
+    from samadapt.engine.logging import ItemProgress
     from samadapt.errors import UserError
     from samadapt.fewshot.cache import build_cache
+    from samadapt.fewshot.items import case_items
 
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
@@ -72,7 +74,13 @@ def cache(
     dataset = load_dataset(data)
     require_readable(dataset.cases, masks=False)  # a broken file fails before the cache folder is touched
     weights = _frozen_weights(init, "fewshot cache", CACHE_INIT, model, image_size, "the cached features")
-    report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size)
+    # encoding takes minutes on a CPU: a bar per image/slice (a line every 30 s in a log)
+    progress = ItemProgress(sum(len(case_items(c)) for c in dataset.cases), "caching features")
+    try:
+        report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size,
+                             on_item=lambda *_: progress.update())
+    finally:
+        progress.close()
     rate = report.encoded / report.seconds_total if report.encoded and report.seconds_total else 0.0
     print(f"{report.items} items in {out}: {report.encoded} encoded, {report.reused} reused, "
           f"{report.removed_stale} stale removed; {report.bytes_per_item / 1024:.1f} KiB per item, "
@@ -100,11 +108,11 @@ def train(
     devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
     """Train the mask decoder + prototype projection on cached features (the encoder never runs)."""
-    import json
     import os
 
     from samadapt.cli import relaunch_on_devices
     from samadapt.fewshot.train import FewShotConfig, train_fewshot
+    from samadapt.outcome import finish_training
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
@@ -113,11 +121,10 @@ def train(
                            prototypes_per_class=prototypes_per_class, background_prototypes=background_prototypes)
     summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
                             image_size=image_size, dataset_name=dataset.name, resume=resume)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
-        return
-    print(f"trained {summary['global_step']} steps in {summary['seconds']:.1f} s on shots "
-          f"{', '.join(summary['support']['items'])}; run saved to {out}")
-    print(json.dumps({"last_train": summary["last_train"]}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
+        print(f"shots: {', '.join(summary['support']['items'])}")
+    finish_training(summary, out, ["fewshot", "predict", "--model", out, "--input", "IMAGES",
+                                   "--out", out / "predictions"], epochs=epochs)
 
 
 @fewshot_app.command("predict")

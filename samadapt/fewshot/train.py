@@ -14,6 +14,7 @@ The finished run folder::
                               (`prototypes.foreground` (C,P,256), `prototypes.background` (Pb,256)),
                               so prediction needs no support images
     RUN_DIR/checkpoints/, logs  the shared Trainer's resumable state and metric logs
+    RUN_DIR/summary.json      how training ended (status, steps, final loss, the shots)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
 
 RUN_MODEL_DIR = "model"
 SUPPORT_FILE = "support.json"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -226,4 +228,5 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],
                                               "dims": first.dims, "slice_axis": first.slice_axis,
                                               "cache_model": identity.to_dict()}})
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     return summary
