@@ -18,6 +18,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from samadapt.cli import invoked_args
+from samadapt.engine.logging import metric_label
+
 STATUS_WORDS = {"completed": "completed", "interrupted": "interrupted", "early_stopping": "stopped early",
                 "max_steps": "stopped at the step limit"}
 OUTCOME_KEYS = ("status", "best", "run", "next")
@@ -31,8 +34,6 @@ def command_line(words: Sequence[str | Path]) -> str:
 def resume_command(resume_flag: bool = True) -> str:
     """The command being run, with `--resume` (and `--devices N` when it runs under torchrun).
     `resume_flag` False: for a command that continues by itself when run again (`ablate-loss`)."""
-    from samadapt.cli import invoked_args
-
     args = [a for a in invoked_args() if a != "--debug"]
     if resume_flag and "--resume" not in args:
         args.append("--resume")
@@ -56,8 +57,6 @@ def status_text(summary: Mapping, epochs: int | None = None) -> str:
 
 def best_text(summary: Mapping) -> str:
     """The best monitored metric, or the final training loss when nothing was monitored."""
-    from samadapt.engine.logging import metric_label
-
     best = summary.get("best") or {}
     if best.get("value") is not None:
         return f"{metric_label(best['metric'])} {best['value']:.4f} at step {best['step']}"
