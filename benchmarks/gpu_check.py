@@ -112,7 +112,14 @@ def _join_process_group(backend: str, stats: dict) -> None:
     stats["backend"] = dist.get_backend()
     stats["world_size"] = dist.get_world_size()
     if backend == "nccl":
-        stats["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
+        stats["nccl_version"] = _nccl_version()
+
+
+def _nccl_version() -> str:
+    import torch
+
+    version = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
 def worker_main(stats_path: str, process_group: str | None, argv: list[str]) -> int:
@@ -169,7 +176,7 @@ def stage_env(device: str) -> dict:
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),
                     capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     cuda=torch.version.cuda, bf16_supported=torch.cuda.is_bf16_supported(),
-                    nccl=".".join(map(str, torch.cuda.nccl.version())),
+                    nccl=_nccl_version(),
                     tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
         torch.zeros(1, device="cuda")  # the CUDA context comes up
     return info
