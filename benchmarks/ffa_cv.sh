@@ -25,6 +25,8 @@ BATCH=${BATCH:-2}
 LOSS=${LOSS:-0.9*dice+0.1*bce}
 MAE_RUN=${MAE_RUN:-$OUT/mae}
 MAE_EPOCHS=${MAE_EPOCHS:-40}
+MAE_SIZE=${MAE_SIZE:-$SIZE}   # pre-training may run below the fine-tuning size (position embeddings interpolate)
+TRAIN_FRAMES=${TRAIN_FRAMES:-all}   # a number: each fold trains on that many of its training frames (label efficiency)
 THREADS=${THREADS:-2}
 TRAIN=${TRAIN:-all}        # what trains in the SAM2 models: all, encoder-decoder or decoder
 SAM_LR=${SAM_LR:-1e-4}
@@ -33,10 +35,25 @@ mkdir -p "$OUT"
 
 samadapt data init "$LABELED" --out "$OUT/dataset.yaml"
 samadapt data split "$OUT/dataset.yaml" --folds "$FOLDS" --seed 0 --test-fraction 0 --out "$OUT/splits.json"
+if [ "$TRAIN_FRAMES" != all ]; then
+  # Keep the first N training frames of each fold in a seeded order; the held-out fold is unchanged,
+  # so every N is scored on the same frames.
+  python - "$OUT/splits.json" "$TRAIN_FRAMES" <<'PY'
+import json, random, sys
+path, n = sys.argv[1], int(sys.argv[2])
+splits = json.load(open(path))
+for fold in splits["splits"]:
+    cases = sorted(fold["train"]["cases"])
+    random.Random(fold["fold"]).shuffle(cases)
+    fold["train"]["cases"] = sorted(cases[:n])
+    fold["train"]["patients"] = sorted({c.split("-")[0] for c in fold["train"]["cases"]})
+json.dump(splits, open(path, "w"), indent=2)
+PY
+fi
 
 # MAE pre-training of the encoder on the unlabeled frames only (the labelled frames stay unseen).
 if [[ " $MODELS " == *" mae_sam2 "* && ! -d "$MAE_RUN/encoder" ]]; then
-  samadapt pretrain --data "$UNLABELED" --model sam2-hiera-tiny --image-size "$SIZE" --init random \
+  samadapt pretrain --data "$UNLABELED" --model sam2-hiera-tiny --image-size "$MAE_SIZE" --init random \
     --mask-ratio 0.75 --path sparse --epochs "$MAE_EPOCHS" --warmup-epochs 4 --batch-size 8 --seed 0 \
     --recon-every 10 --threads "$THREADS" --out "$MAE_RUN"
 fi
