@@ -23,7 +23,7 @@ from samadapt.errors import EXIT_USER_ERROR, UserError
 COMMAND_MODULES = (
     "samadapt.modeling.commands",
     "samadapt.inference.commands",
-    "samadapt.demo",
+    "samadapt.demo.commands",
     "samadapt.data.commands",
     "samadapt.evaluate.commands",
     "samadapt.pretrain.commands",

@@ -34,6 +34,25 @@ def test_a_stage_that_cannot_be_imported_is_never_skipped_silently(capsys, monke
     assert len(err) == 1 and "samadapt.no_such_stage.commands cannot be imported" in err[0]
 
 
+def test_every_command_is_a_module_level_function_of_its_stages_commands_module():
+    from samadapt import cli
+
+    def callbacks(app):
+        for info in app.registered_commands:
+            yield info.callback
+        for group in app.registered_groups:
+            yield from callbacks(group.typer_instance)
+
+    app = cli.build_app()
+    found = list(callbacks(app))
+    assert len(found) > 10
+    assert all(name.endswith(".commands") for name in cli.COMMAND_MODULES)
+    for callback in found:
+        # one registration style: `register(app)` adds functions defined at module level
+        assert callback.__module__ in cli.COMMAND_MODULES, callback
+        assert callback.__qualname__ == callback.__name__, callback
+
+
 def test_a_command_leaves_the_process_group_when_it_ends(capsys):
     import torch.distributed as dist
 

@@ -30,27 +30,29 @@ WEIGHTS_NOTE = (
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("models")
-    def models_command(
-        family: str = typer.Option(None, "--family", help="Only this family: sam2 or sam."),
-        no_params: bool = typer.Option(False, "--no-params", help="Skip counting parameters (faster)."),
-    ) -> None:
-        """List model variants: name, family, parameters, default image size, Meta's checkpoint file.
+    app.command("models")(models)
 
-        Any variant runs at any input size that is a multiple of 32 (SAM2) or 16 (SAM);
-        official checkpoints load at any such size.
-        """
-        from samadapt.errors import UserError
-        from samadapt.modeling.registry import REGISTRY, list_models
 
-        if family is not None and family not in ("sam2", "sam"):
-            raise UserError(f"--family must be sam2 or sam, got {family!r}")
-        rows = [("name", "family", "params", "default size", "Meta checkpoint")]
-        for name in list_models(family):
-            spec = REGISTRY[name]
-            params = "-" if no_params else f"{_count_parameters(name) / 1e6:.1f}M"
-            rows.append((name, spec.family, params, str(spec.default_image_size), spec.meta_checkpoint))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        print(WEIGHTS_NOTE)
+def models(
+    family: str = typer.Option(None, "--family", help="Only this family: sam2 or sam."),
+    no_params: bool = typer.Option(False, "--no-params", help="Skip counting parameters (faster)."),
+) -> None:
+    """List model variants: name, family, parameters, default image size, Meta's checkpoint file.
+
+    Any variant runs at any input size that is a multiple of 32 (SAM2) or 16 (SAM);
+    official checkpoints load at any such size.
+    """
+    from samadapt.errors import UserError
+    from samadapt.modeling.registry import REGISTRY, list_models
+
+    if family is not None and family not in ("sam2", "sam"):
+        raise UserError(f"--family must be sam2 or sam, got {family!r}")
+    rows = [("name", "family", "params", "default size", "Meta checkpoint")]
+    for name in list_models(family):
+        spec = REGISTRY[name]
+        params = "-" if no_params else f"{_count_parameters(name) / 1e6:.1f}M"
+        rows.append((name, spec.family, params, str(spec.default_image_size), spec.meta_checkpoint))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(WEIGHTS_NOTE)
