@@ -284,8 +284,9 @@ def write_label_volume(path: str | Path, labels: np.ndarray, like: Volume) -> No
 def png_bytes(array: np.ndarray) -> bytes:
     """Encode an (H, W) or (H, W, 3|4) uint8/uint16 array as PNG bytes (deterministic).
 
-    zlib level 1: about 4x faster than Pillow's default 6 and, on real FA frames and overlays, no
-    larger (277 vs 293 KB for a 512 px overlay), so writing stays small next to the encoder."""
+    zlib level 1 rather than Pillow's default 6: much faster and, on real FA frames and overlays,
+    no larger, so writing stays small next to the encoder (measured in docs/benchmarks.md, "Plain
+    encoder and predict pipeline")."""
     from PIL import Image
 
     array = np.ascontiguousarray(array)

@@ -1,11 +1,12 @@
 """How big each stage of `samadapt demo` is: the full run and the `--quick` smoke run.
 
 The full budget puts the demo in MAE-SAM2's regime: few labelled frames and many unlabeled ones
-(40x as many), on a 2-core CPU with no GPU, every stage together within about 15 minutes when the
-machine is not shared. Labelled phantoms are split by eye into fixed training, validation and test
+(40x as many), on a 2-core CPU with no GPU, sized for every stage together to fit 15 minutes when
+the machine is not shared (the measured stage times are in docs/results.md, "Demo on synthetic FA
+phantoms"; they move with the CPU, so they are not repeated here). Labelled phantoms are split by eye into fixed training, validation and test
 counts; only the training and validation frames count as "labelled data" (the test frames are held
-out and scored, never used for selection). MAE pre-trains at half the fine-tuning resolution, which
-buys four times the optimiser steps per minute (Hiera's position embedding interpolates to the
+out and scored, never used for selection). MAE pre-trains at half the fine-tuning resolution, a quarter
+of the tokens per image, so many more optimiser steps fit the same time (Hiera's position embedding interpolates to the
 fine-tuning size). Both fine-tuning runs get the same epochs, batch and lr; each arm uses the
 recipe for its start (`finetune/recipe.py`: scratch for random weights, layer-wise decay for the
 MAE encoder). Phantom lesions are small (radius 1-4 % of the image width, as in real FA) and

@@ -76,8 +76,8 @@ def resolve_precision(precision: str, device: torch.device, announce: bool = Fal
     """`(autocast dtype or None for fp32, whether a GradScaler is needed)` for `precision` on `device`.
 
     `auto` means bf16 autocast on CUDA GPUs that support it and plain fp32 elsewhere. On CPU, bf16
-    autocast is opt-in: on CPUs with bf16 matrix units (AVX-512 BF16, AMX) it trains SAM2 ~1.4x
-    faster, but it rounds activations to 8 mantissa bits, so runs differ from fp32 ones; fp16 has
+    autocast is opt-in: on CPUs with bf16 matrix units (AVX-512 BF16, AMX) it trains SAM2 faster
+    (docs/benchmarks.md, "Fine-tuning step in fp32 vs bf16 autocast"), but it rounds activations to 8 mantissa bits, so runs differ from fp32 ones; fp16 has
     no CPU kernels worth using and is refused. `announce`: say on stderr when `auto` falls back to
     fp32 on a GPU without bf16 (the run is slower than the user may expect, and nothing else says so).
     """

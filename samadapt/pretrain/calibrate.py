@@ -2,10 +2,10 @@
 
 MAE trains the Hiera trunk only; the neck that turns the trunk's stages into the decoder's
 stride-16 image embedding keeps its random initialisation. On a trained trunk that random neck
-produces embeddings dominated by large per-channel offsets: on JSRT after 30 MAE epochs the
-embedding's std was 2.5 against 0.36 within each channel, five times the scale of a random
-encoder's. A decoder trained on frozen features (few-shot, `finetune --train decoder`) then sees
-nearly the same vector at every position and learns almost nothing.
+produces embeddings dominated by large per-channel offsets, several times the scale of a random
+encoder's (the measured sizes, which depend on the data and the budget, are in docs/mae.md, "Neck
+calibration at export"). A decoder trained on frozen features (few-shot, `finetune --train
+decoder`) then sees nearly the same vector at every position and learns almost nothing.
 
 `calibrate_neck` measures the stride-16 embedding on pre-training images and folds an affine map
 into the neck's two convolutions that feed it, so the embedding comes out with zero mean per channel

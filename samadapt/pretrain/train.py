@@ -149,8 +149,8 @@ def build_mae(config: PretrainConfig):
 
 def make_optimizer(module, lr: float, weight_decay: float):
     """AdamW (betas 0.9/0.95 as in MAE), no decay on biases, norms and embeddings. The fused kernel
-    when available: on a CPU it makes the step ~5x cheaper, which matters once the sparse encoder
-    has made forward and backward small."""
+    when available: on a CPU it makes the optimiser step several times cheaper (docs/mae.md,
+    "Speed"), which matters once the sparse encoder has made forward and backward small."""
     import torch
 
     from samadapt.engine.schedule import adamw_param_groups

@@ -12,8 +12,8 @@ Three levels, each falling back to the one below with a one-line notice on stder
    needed: the fast path updates tensors in place).
 
 `precision="bf16"` runs the fast encoder under bf16 autocast (CPU or CUDA) and hands fp32 features
-to the decoder: ~1.5-1.9x faster on CPUs with native bf16 matrix units, at ~1e-2 relative error
-in the features instead of ~1e-6 (docs/benchmarks.md has the measured trade-off).
+to the decoder: faster on CPUs with native bf16 matrix units, at a much larger feature error
+than fp32 (docs/benchmarks.md, "Fast SAM2 encoder", has the measured speed and error).
 
 Images are encoded one at a time: one compiled graph then serves every batch size, and at
 S ≥ 256 a single image already has thousands of tokens per matrix product, so batching gains
@@ -81,9 +81,10 @@ class FastEncoder:
     Args:
         model: a `SegmentAnything`; its parameters are used as they are (nothing is copied), and
             weights loaded later are picked up (compiled code is rebuilt, derived tensors refreshed).
-        compile: try `torch.compile` first (the first call per input size then takes ~1-4 min on a
-            2-core CPU; later processes reuse inductor's on-disk cache).
-        precision: "fp32" (exact up to rounding) or "bf16" (autocast; faster, ~1e-2 error).
+        compile: try `torch.compile` first (the first call per input size then compiles, which
+            takes minutes on a CPU, see docs/benchmarks.md; later processes reuse inductor's
+            on-disk cache).
+        precision: "fp32" (exact up to rounding) or "bf16" (autocast; faster, less exact).
     """
 
     def __init__(self, model, compile: bool = True, precision: str = "fp32"):

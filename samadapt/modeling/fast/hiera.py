@@ -3,9 +3,10 @@ inference speed, over the parameters of a transformers `Sam2Model` (shared, neve
 
 The arithmetic is the plain model's: same layer norms, same zero padding of windows (padded tokens
 take part in attention as keys, as in Meta's code), same max-pooled queries, same exact GELU. What
-differs is where the time went in the plain model (profiled on a 2-core CPU at 1024 px):
+differs is where the plain model spends its time on a CPU (the profile, and how much each change
+saves, are in docs/benchmarks.md, "Fast SAM2 encoder"; timings move with the CPU and torch build):
 
-* layout copies (~18% of the time): windows are cut with one copy of the layer-norm output, and the
+* layout copies: windows are cut with one copy of the layer-norm output, and the
   attention output goes back to the image grid through an in-place strided add into the residual
   instead of two `.contiguous()` copies;
 * a discarded (B, L, heads, heads) attention product that transformers computes in every block;
