@@ -190,3 +190,11 @@ def test_quick_demo_records_each_arms_recipe_and_both_comparisons(quick_demo):
     mae = results["finetune"]["mae-init"]["recipe"]
     assert mae["name"] == "pretrained" and mae["layer_decay"] and mae["encoder_lr"] < mae["lr"]
     assert "comparisons" in results["compare"]
+
+
+def test_an_interrupted_stage_stops_the_demo():
+    from samadapt.demo.pipeline import stop_if_interrupted
+
+    assert stop_if_interrupted({"status": "completed"}) == {"status": "completed"}
+    with pytest.raises(KeyboardInterrupt):
+        stop_if_interrupted({"status": "interrupted"})

@@ -115,13 +115,21 @@ def run_pretraining(out: Path, budget: Budget, data: dict, seed: int) -> dict:
         warmup_epochs=min(1.0, budget.pretrain_epochs), seed=seed, recon_every=max(1, budget.pretrain_epochs // 2),
         checkpoint_every=0, command="samadapt demo",
     )
-    summary = run_pretrain(config, progress=True)
+    summary = stop_if_interrupted(run_pretrain(config, progress=True))
     pictures = sorted((run_dir / "recon").glob("epoch-*.png"))
     return {"run": str(run_dir), "encoder": summary["encoder"], "images": n_images, "batch_size": batch,
             "epochs": summary["epochs_completed"], "steps": summary["global_step"],
             "final_loss": summary["last_train"].get("loss"), "recon": [str(p) for p in pictures],
             "first_recon": str(pictures[0]) if pictures else None, "last_recon": str(pictures[-1]) if pictures else None,
             "mask_ratio": config.mask_ratio, "image_size": config.image_size}
+
+
+def stop_if_interrupted(summary: dict) -> dict:
+    """A training stage stopped by Ctrl-C or SIGTERM saves its checkpoint and returns; the demo
+    must then stop too (exit 130), not go on with a half-trained model."""
+    if summary.get("status") == "interrupted":
+        raise KeyboardInterrupt
+    return summary
 
 
 def _count_pretrain_images(sources: list[str], size: int) -> int:
@@ -153,7 +161,7 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
         )
         print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}, "
               f"recipe {'pretrained' if init != 'random' else 'scratch'}, {'bf16 autocast' if precision == 'bf16' else 'fp32'}")
-        summary = finetune(config)
+        summary = stop_if_interrupted(finetune(config))
         runs[label] = {"run": str(run_dir), "init": init, "recipe": summary["recipe"],
                        "best_val_dice": summary["best"]["value"],
                        "best_step": summary["best"]["step"], "epochs": summary["epochs_completed"],
