@@ -22,6 +22,7 @@ import numpy as np
 from samadapt.data.dataset import Case, Dataset
 from samadapt.engine.atomic import atomic_write_text
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 FORMAT = 1
 
@@ -52,7 +53,7 @@ def make_splits(dataset: Dataset, folds: int = 5, seed: int = 0, test_fraction: 
     for case in cases:
         groups.setdefault(case.patient, []).append(case)
     if folds < 1:
-        raise UserError(f"--folds must be at least 1, got {folds}")
+        raise UserError(f"{flag('folds')} must be at least 1, got {folds}")
     if not 0 <= test_fraction < 1 or not 0 < val_fraction < 1:
         raise UserError(f"fractions must be in [0, 1): test {test_fraction}, val {val_fraction}")
     patients = sorted(groups)

@@ -17,6 +17,7 @@ from torch import nn
 
 from samadapt.engine.logging import epoch_line, note
 from samadapt.errors import UserError, warn
+from samadapt.options import flag
 
 
 class TrainerView(Protocol):
@@ -82,18 +83,18 @@ def resolve_precision(precision: str, device: torch.device, announce: bool = Fal
     fp32 on a GPU without bf16 (the run is slower than the user may expect, and nothing else says so).
     """
     if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"{flag('precision')} {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32" or (device.type != "cuda" and precision == "auto"):
         return None, False
     if device.type != "cuda":
         if precision == "fp16":
-            raise UserError("--precision fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+            raise UserError(f"{flag('precision')} fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
         return torch.bfloat16, False
     if precision == "fp16":
         return torch.float16, True  # fp16 overflows without loss scaling
     if not torch.cuda.is_bf16_supported():
         if precision == "bf16":
-            raise UserError("bf16 was requested but this GPU does not support it (use --precision fp16 or fp32)")
+            raise UserError(f"bf16 was requested but this GPU does not support it (use {flag('precision')} fp16 or fp32)")
         if announce:
             warn("--precision auto: this GPU has no bf16, so training runs in fp32 "
                  "(--precision fp16 uses fp16 autocast with loss scaling)")

@@ -27,6 +27,7 @@ import torch
 
 from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
+from samadapt.fewshot.config import CacheSettings
 from samadapt.fewshot.items import (
     PREPROCESS_VERSION,
     Item,
@@ -217,7 +218,7 @@ def _write_features(path: Path, tensors: dict[str, torch.Tensor], meta: dict) ->
 
 
 def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, image_size: int,
-                batch_size: int = 4, on_item: Callable[[str, bool], None] | None = None, model=None) -> CacheReport:
+                batch_size: int = CacheSettings.batch_size, on_item: Callable[[str, bool], None] | None = None, model=None) -> CacheReport:
     """Encode every item of `cases` not yet cached under the current model identity.
 
     Args:

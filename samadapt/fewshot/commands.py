@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
-from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.fewshot.config import CacheSettings, FewShotConfig
+from samadapt.modeling.sources import init_help
+from samadapt.options import config_option
 
 # What each command can start from (see samadapt.modeling.sources): the cache encodes with any encoder;
 # the prompted baseline needs a trained mask decoder, which an MAE run does not have.
@@ -52,24 +53,22 @@ def _cases(data: Path, splits: Path | None, part: str, fold: int = 0):
 
 @fewshot_app.command("cache")
 def cache(
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Model name (see `samadapt models`)."),
-    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help(CACHE_INIT)),
-    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Model input size in pixels."),
+    model: str = config_option(CacheSettings, "model", "-m", help="Model name (see `samadapt models`)."),
+    init: str = config_option(CacheSettings, "init", help=init_help(CACHE_INIT)),
+    image_size: int = config_option(CacheSettings, "image_size", help="Model input size in pixels."),
     data: Path = typer.Option(..., "--data", help="Dataset description or folder (2D images or NIfTI volumes)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache folder (re-runs reuse it)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
+    batch_size: int = config_option(CacheSettings, "batch_size", help="Images/slices per encoder call."),
 ) -> None:
     """Encode every image/slice once with the frozen encoder and store the decoder's inputs (fp16)."""
     from samadapt.data.check import require_readable
     from samadapt.data.dataset import load_dataset
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.logging import ItemProgress
-    from samadapt.errors import UserError
     from samadapt.fewshot.cache import build_cache
     from samadapt.fewshot.items import case_items
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    CacheSettings(model=model, init=init, image_size=image_size, batch_size=batch_size).validate()
     check_output_dir(out)
     dataset = load_dataset(data)
     require_readable(dataset.cases, masks=False)  # a broken file fails before the cache folder is touched
@@ -92,16 +91,18 @@ def train(
     data: Path = typer.Option(..., "--data", help="Labelled dataset the shots are picked from."),
     cache_dir: Path = typer.Option(..., "--cache", help="Feature cache built by `samadapt fewshot cache`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
-    shots: int = typer.Option(5, "--shots", "-k", help="Number of labelled images/slices to learn from."),
+    shots: int = config_option(FewShotConfig, "shots", "-k", help="Number of labelled images/slices to learn from."),
     splits: Path | None = typer.Option(None, "--splits", help="splits.json: shots come from its train part."),
     fold: int = typer.Option(0, "--fold", help="Fold of the splits."),
-    epochs: int = typer.Option(100, "--epochs"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    seed: int = typer.Option(0, "--seed", help="Picks the shots and seeds training."),
-    loss: str = typer.Option("dice+bce", "--loss", help="Loss spec, e.g. dice+bce or 0.9*dice+0.1*bce."),
-    batch_size: int = typer.Option(2, "--batch-size"),
-    prototypes_per_class: int = typer.Option(1, "--prototypes-per-class", help=">1: k-means prototypes per class."),
-    background_prototypes: int = typer.Option(1, "--background-prototypes"),
+    epochs: int = config_option(FewShotConfig, "epochs"),
+    lr: float = config_option(FewShotConfig, "lr"),
+    weight_decay: float = config_option(FewShotConfig, "weight_decay", help="AdamW weight decay."),
+    grad_clip: float = config_option(FewShotConfig, "grad_clip", help="Clip the gradient norm to this value (0: off)."),
+    seed: int = config_option(FewShotConfig, "seed", help="Picks the shots and seeds training."),
+    loss: str = config_option(FewShotConfig, "loss", help="Loss spec, e.g. dice+bce or 0.9*dice+0.1*bce."),
+    batch_size: int = config_option(FewShotConfig, "batch_size"),
+    prototypes_per_class: int = config_option(FewShotConfig, "prototypes_per_class", help=">1: k-means prototypes per class."),
+    background_prototypes: int = config_option(FewShotConfig, "background_prototypes"),
     model: str | None = typer.Option(None, "--model", "-m", help="Check the cache was built with this model."),
     image_size: int | None = typer.Option(None, "--image-size", help="Check the cache was built at this size."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
@@ -111,14 +112,16 @@ def train(
     import os
 
     from samadapt.cli import relaunch_on_devices
-    from samadapt.fewshot.train import FewShotConfig, train_fewshot
+    from samadapt.fewshot.train import train_fewshot
     from samadapt.outcome import finish_training
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
+    config = FewShotConfig(shots=shots, epochs=epochs, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
+                           loss=loss, batch_size=batch_size, prototypes_per_class=prototypes_per_class,
+                           background_prototypes=background_prototypes)
+    config.validate()  # a bad value fails before the data is read
     dataset, cases = _cases(data, splits, "train", fold)
-    config = FewShotConfig(shots=shots, epochs=epochs, lr=lr, seed=seed, loss=loss, batch_size=batch_size,
-                           prototypes_per_class=prototypes_per_class, background_prototypes=background_prototypes)
     summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
                             image_size=image_size, dataset_name=dataset.name, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
@@ -132,7 +135,7 @@ def fewshot_predict(
     model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
     input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.nii.gz index masks, and classes.json."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Images/slices per encoder call."),
+    batch_size: int = config_option(CacheSettings, "batch_size", help="Images/slices per encoder call."),
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
@@ -171,9 +174,9 @@ def baseline(
     data: Path = typer.Option(..., "--data", help="Labelled dataset (prompts come from its ground truth)."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
     prompt: str = typer.Option("point", "--prompt", help="point: one click per component; box: one box per component."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
-    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help(BASELINE_INIT) + " The same as the few-shot cache's for a fair comparison."),
-    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size"),
+    model: str = config_option(CacheSettings, "model", "-m"),
+    init: str = config_option(CacheSettings, "init", help=init_help(BASELINE_INIT) + " The same as the few-shot cache's for a fair comparison."),
+    image_size: int = config_option(CacheSettings, "image_size"),
     splits: Path | None = typer.Option(None, "--splits", help="splits.json; without it: every labelled case."),
     part: str = typer.Option("test", "--part", help="Part of the splits: train, val or test."),
     fold: int = typer.Option(0, "--fold"),

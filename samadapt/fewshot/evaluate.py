@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from samadapt.errors import UserError
+from samadapt.fewshot.config import CacheSettings
 
 
 def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iterator:
@@ -36,7 +37,7 @@ def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict
 
 
 def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = False, exclude_support: bool = True,
-                 batch_size: int = 4, overlays: bool = True):
+                 batch_size: int = CacheSettings.batch_size, overlays: bool = True):
     """Predict every case with a few-shot run and write the evaluation report into `out_dir`.
 
     exclude_support: leave out the cases the shots came from (a fair score without a split file).

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from samadapt.errors import UserError
+from samadapt.fewshot.config import CacheSettings
 from samadapt.modeling.prototypes import PrototypePrompter, SupportPrototypes
 from samadapt.modeling.fewshot_segmenter import FewShotSegmenter, labels_from_logits
 from samadapt.fewshot.train import RUN_MODEL_DIR
@@ -113,7 +114,7 @@ def collect_inputs(path: str | Path) -> tuple[list[Path], bool]:
     return collect_images(path), False
 
 
-def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = 4,
+def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = CacheSettings.batch_size,
                  largest_component: bool = False) -> dict:
     """Write what `samadapt predict` writes for a fine-tuned run: `<stem>_mask.png` index masks and
     `<stem>_overlay.png` (2D) or `<stem>_mask.nii.gz` label volumes (3D), and classes.json, through

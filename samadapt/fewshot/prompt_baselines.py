@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 PROMPT_KINDS = ("point", "box")
 
@@ -24,7 +25,7 @@ def component_prompts(mask: np.ndarray, num_classes: int, kind: str) -> list[tup
     from scipy import ndimage
 
     if kind not in PROMPT_KINDS:
-        raise UserError(f"--prompt must be one of {', '.join(PROMPT_KINDS)}, got {kind!r}")
+        raise UserError(f"{flag('prompt')} must be one of {', '.join(PROMPT_KINDS)}, got {kind!r}")
     prompts = []
     for value in range(1, num_classes + 1):
         components, count = ndimage.label(mask == value)

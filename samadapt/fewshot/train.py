@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from samadapt.data.preprocess import Letterbox, valid_region
 from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
+from samadapt.options import flag
 from samadapt.fewshot.cache import FeatureCache, build_frozen_model
+from samadapt.fewshot.config import FewShotConfig  # noqa: F401 (re-exported)
 from samadapt.fewshot.items import Item, case_items, item_masks, model_mask
 from samadapt.modeling.prototypes import compute_prototypes
 from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
@@ -38,20 +40,6 @@ from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
 RUN_MODEL_DIR = "model"
 SUPPORT_FILE = "support.json"
 SUMMARY_FILE = "summary.json"
-
-
-@dataclass
-class FewShotConfig:
-    shots: int = 2
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
-    loss: str = "dice+bce"
-    batch_size: int = 2
-    prototypes_per_class: int = 1
-    background_prototypes: int = 1
-    warmup_steps: int = 10
 
 
 @dataclass
@@ -80,7 +68,7 @@ def select_shots(cases, classes: list[str], shots: int, seed: int) -> tuple[list
     prototype would be undefined). 3D: the pool is the slices that show every class.
     """
     if shots < 1:
-        raise UserError(f"--shots must be at least 1, got {shots}")
+        raise UserError(f"{flag('shots')} {shots}: must be at least 1")
     labelled = [c for c in cases if c.labeled]
     if not labelled:
         raise UserError("the support data has no labelled images")
@@ -94,7 +82,7 @@ def select_shots(cases, classes: list[str], shots: int, seed: int) -> tuple[list
             pool.append(Item(case))
     if shots > len(pool):
         what = "slices showing every class" if labelled[0].dims == "3d" else "labelled images"
-        raise UserError(f"--shots {shots} is more than the {len(pool)} {what} available for support")
+        raise UserError(f"{flag('shots')} {shots} is more than the {len(pool)} {what} available for support")
     chosen = sorted(np.random.default_rng(seed).choice(len(pool), size=shots, replace=False).tolist())
     items = [pool[i] for i in chosen]
     for item in items:
@@ -181,10 +169,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     from samadapt.engine.trainer import Trainer
     from samadapt.modeling.model_folder import save_model_folder
 
-    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise UserError(f"epochs, batch size and lr must be positive (got {config.epochs}, {config.batch_size}, {config.lr})")
-    if config.prototypes_per_class < 1 or config.background_prototypes < 1:
-        raise UserError("prototypes per class and background prototypes must be at least 1")
+    config.validate()
     check_output_dir(run_dir)
     cache = FeatureCache(cache_dir)
     cache.check_model(model_name, image_size)
@@ -204,7 +189,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         segmenter, make_step_fn(support, config), optimizer, run_dir=run_dir, train_data=list(range(len(items))),
         batch_size=min(config.batch_size, len(items)), seed=config.seed, meta=meta, progress=progress,
         scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
-        checkpoint_every_steps=None, keep_last=1, resume=resume, grad_clip=1.0, tensorboard=False,
+        checkpoint_every_steps=None, keep_last=1, resume=resume, grad_clip=config.grad_clip or None, tensorboard=False,
         handle_signals=progress, ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute
     # (prompt encoder, positional encoding) must be on the same device.

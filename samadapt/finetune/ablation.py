@@ -35,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from samadapt.errors import UserError, warn
+from samadapt.options import flag
 
 METRICS = ("dice", "iou")
 
@@ -45,10 +46,10 @@ def parse_folds(text: str, n_folds: int) -> list[int]:
     try:
         folds = sorted({int(part) for part in text.split(",")})
     except ValueError:
-        raise UserError(f"--folds {text!r}: expected 'all' or comma-separated fold numbers") from None
+        raise UserError(f"{flag('folds')} {text!r}: expected 'all' or comma-separated fold numbers") from None
     bad = [f for f in folds if not 0 <= f < n_folds]
     if bad:
-        raise UserError(f"--folds {text!r}: folds {bad} are outside the split, which has folds 0..{n_folds - 1}")
+        raise UserError(f"{flag('folds')} {text!r}: folds {bad} are outside the split, which has folds 0..{n_folds - 1}")
     return folds
 
 
@@ -60,7 +61,7 @@ def parse_presets(text: str | None) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [n for n in names if n not in LOSS_PRESETS]
     if unknown or not names:
-        raise UserError(f"--losses {text!r}: unknown presets {unknown}; choose from {', '.join(LOSS_PRESETS)}")
+        raise UserError(f"{flag('losses')} {text!r}: unknown presets {unknown}; choose from {', '.join(LOSS_PRESETS)}")
     return names
 
 

@@ -6,24 +6,14 @@ from pathlib import Path
 
 import typer
 
-from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
-from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help, parse_init
+from samadapt.finetune.config import FinetuneConfig
+from samadapt.modeling.sources import init_help, parse_init
+from samadapt.options import config_option, default_of, flag
 
 
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune)
     app.command("ablate-loss")(ablate_loss)
-
-
-KEEP_CHOICES = ("best", "last")
-
-
-def _check_keep(keep: str) -> str:
-    from samadapt.errors import UserError
-
-    if keep not in KEEP_CHOICES:
-        raise UserError(f"--keep {keep!r}: choose best or last")
-    return keep
 
 
 def _optional_positive(name: str, value: int | None) -> int | None:
@@ -38,32 +28,33 @@ def finetune(
     data: Path = typer.Option(..., "--data", help="Labelled dataset: description file or folder."),
     splits: Path = typer.Option(..., "--splits", help="splits.json from `samadapt data split`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (model/, checkpoints/, curves, summary.json)."),
-    fold: int = typer.Option(0, "--fold", help="Cross-validation fold to train (its val part validates)."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="Segment Anything variant (see `samadapt models`), or unet / attention-unet."),
-    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Model input size in pixels."),
-    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
-    loss: str = typer.Option("dice+bce", "--loss", help="Loss spec, e.g. dice+bce, 0.8*dice+0.2*focal, tversky(alpha=0.3,beta=0.7)."),
-    train: str = typer.Option("decoder", "--train", help="What trains: all, decoder (prompts + mask decoder) or encoder-decoder."),
-    freeze_stages: int = typer.Option(0, "--freeze-stages", help="encoder-decoder: keep the trunk's first N stages frozen."),
-    epochs: int = typer.Option(50, "--epochs"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the decoder and class prompts."),
-    recipe: str = typer.Option("auto", "--recipe", help="How the encoder trains: scratch (all at --lr), pretrained (layer-wise lr decay, encoder at half --lr, 10% warm-up) or auto (pretrained unless --init random). See docs/finetune.md."),
-    encoder_lr: float | None = typer.Option(None, "--encoder-lr", help="Base learning rate of the image encoder (default: from --recipe)."),
-    layer_decay: float | None = typer.Option(None, "--layer-decay", help="Layer-wise lr decay in (0, 1], 1 = none (default: from --recipe)."),
-    warmup_fraction: float | None = typer.Option(None, "--warmup-fraction", help="Linear warm-up, as a fraction of all steps (default: from --recipe)."),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    tokens_per_class: int = typer.Option(4, "--tokens-per-class", help="Learned prompt tokens per class."),
-    prompt: str = typer.Option("none", "--prompt", help="Also train with prompts simulated from the masks: none, box or points."),
-    presence: bool = typer.Option(False, "--presence/--no-presence", help="SAM2: train the object-score head to say whether each class is in the image; absent classes then predict an empty mask."),
-    augment: bool = typer.Option(True, "--augment/--no-augment"),
-    repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch (tiny data sets)."),
-    seed: int = typer.Option(0, "--seed"),
-    patience: int | None = typer.Option(None, "--patience", help="Stop after this many epochs without a better val Dice."),
-    keep: str = typer.Option("best", "--keep", help="Model to save: best (by val Dice) or last (fixed budget; honest cross-validation)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 (also on CPU: ~1.4x faster with bf16 units) or fp16 (GPU)."),
-    workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    fold: int = config_option(FinetuneConfig, "fold", help="Cross-validation fold to train (its val part validates)."),
+    model: str = config_option(FinetuneConfig, "model", "-m", help="Segment Anything variant (see `samadapt models`), or unet / attention-unet."),
+    image_size: int = config_option(FinetuneConfig, "image_size", help="Model input size in pixels."),
+    init: str = config_option(FinetuneConfig, "init", help=init_help()),
+    loss: str = config_option(FinetuneConfig, "loss", help="Loss spec, e.g. dice+bce, 0.8*dice+0.2*focal, tversky(alpha=0.3,beta=0.7)."),
+    train: str = config_option(FinetuneConfig, "train", help="What trains: all, decoder (prompts + mask decoder) or encoder-decoder."),
+    freeze_stages: int = config_option(FinetuneConfig, "freeze_stages", help="encoder-decoder: keep the trunk's first N stages frozen."),
+    epochs: int = config_option(FinetuneConfig, "epochs"),
+    batch_size: int = config_option(FinetuneConfig, "batch_size"),
+    lr: float = config_option(FinetuneConfig, "lr", help="Learning rate of the decoder and class prompts."),
+    recipe: str = config_option(FinetuneConfig, "recipe", help="How the encoder trains: scratch (all at --lr), pretrained (layer-wise lr decay, encoder at half --lr, 10% warm-up) or auto (pretrained unless --init random). See docs/finetune.md."),
+    encoder_lr: float | None = config_option(FinetuneConfig, "encoder_lr", help="Base learning rate of the image encoder (default: from --recipe)."),
+    layer_decay: float | None = config_option(FinetuneConfig, "layer_decay", help="Layer-wise lr decay in (0, 1], 1 = none (default: from --recipe)."),
+    warmup_fraction: float | None = config_option(FinetuneConfig, "warmup_fraction", help="Linear warm-up, as a fraction of all steps (default: from --recipe)."),
+    weight_decay: float = config_option(FinetuneConfig, "weight_decay"),
+    grad_clip: float = config_option(FinetuneConfig, "grad_clip", help="Clip the gradient norm to this value (0: off)."),
+    tokens_per_class: int = config_option(FinetuneConfig, "tokens_per_class", help="Learned prompt tokens per class."),
+    prompt: str = config_option(FinetuneConfig, "prompt", help="Also train with prompts simulated from the masks: none, box or points."),
+    presence: bool = typer.Option(default_of(FinetuneConfig, "presence"), "--presence/--no-presence", help="SAM2: train the object-score head to say whether each class is in the image; absent classes then predict an empty mask."),
+    augment: bool = typer.Option(default_of(FinetuneConfig, "augment"), "--augment/--no-augment"),
+    repeat: int = config_option(FinetuneConfig, "repeat", help="Show the training cases this many times per epoch (tiny data sets)."),
+    seed: int = config_option(FinetuneConfig, "seed"),
+    patience: int | None = config_option(FinetuneConfig, "patience", help="Stop after this many epochs without a better val Dice."),
+    keep: str = config_option(FinetuneConfig, "keep", help="Model to save: best (by val Dice) or last (fixed budget; honest cross-validation)."),
+    precision: str = config_option(FinetuneConfig, "precision", help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 (also on CPU: ~1.4x faster with bf16 units) or fp16 (GPU)."),
+    workers: int = config_option(FinetuneConfig, "num_workers", help="Data loader worker processes."),
+    resume: bool = config_option(FinetuneConfig, "resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
 ) -> None:
@@ -71,7 +62,6 @@ def finetune(
     import torch
 
     from samadapt.cli import relaunch_on_devices
-    from samadapt.finetune.training import FinetuneConfig
     from samadapt.finetune.training import finetune as run_finetune
     from samadapt.outcome import finish_training
 
@@ -81,17 +71,14 @@ def finetune(
     if threads:
         torch.set_num_threads(threads)
     parse_init(init, command="finetune")
-    _optional_positive("--patience", patience)
-    _optional_positive("--epochs", epochs)
-    _optional_positive("--batch-size", batch_size)
-    _check_keep(keep)
     config = FinetuneConfig(
         data=str(data), splits=str(splits), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         recipe=recipe, encoder_lr=encoder_lr, layer_decay=layer_decay, warmup_fraction=warmup_fraction,
-        weight_decay=weight_decay, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
+        weight_decay=weight_decay, grad_clip=grad_clip, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
+    config.validate()
     result = run_finetune(config)
     finish_training(result, out, ["evaluate", "--model", out, "--data", data, "--splits", splits,
                                   "--part", _scored_part(splits)], epochs=epochs)
@@ -113,35 +100,33 @@ def ablate_loss(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per loss and folds, and ablation.{md,csv,json}."),
     folds: str = typer.Option("0", "--folds", help="Comma-separated folds to train, or 'all'."),
     losses: str | None = typer.Option(None, "--losses", help="Comma-separated loss presets (default: every preset)."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m"),
-    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size"),
-    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
-    train: str = typer.Option("decoder", "--train"),
-    epochs: int = typer.Option(50, "--epochs"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    encoder_lr: float | None = typer.Option(None, "--encoder-lr"),
-    seed: int = typer.Option(0, "--seed"),
-    patience: int | None = typer.Option(None, "--patience"),
-    keep: str = typer.Option("best", "--keep", help="best (by val Dice; the splits' test part is then scored) or last. Without a test part the val parts are scored and last is kept."),
-    repeat: int = typer.Option(1, "--repeat", help="Show the training cases this many times per epoch."),
+    model: str = config_option(FinetuneConfig, "model", "-m"),
+    image_size: int = config_option(FinetuneConfig, "image_size"),
+    init: str = config_option(FinetuneConfig, "init", help=init_help()),
+    train: str = config_option(FinetuneConfig, "train"),
+    epochs: int = config_option(FinetuneConfig, "epochs"),
+    batch_size: int = config_option(FinetuneConfig, "batch_size"),
+    lr: float = config_option(FinetuneConfig, "lr"),
+    encoder_lr: float | None = config_option(FinetuneConfig, "encoder_lr"),
+    seed: int = config_option(FinetuneConfig, "seed"),
+    patience: int | None = config_option(FinetuneConfig, "patience"),
+    keep: str = config_option(FinetuneConfig, "keep", help="best (by val Dice; the splits' test part is then scored) or last. Without a test part the val parts are scored and last is kept."),
+    repeat: int = config_option(FinetuneConfig, "repeat", help="Show the training cases this many times per epoch."),
     threads: int | None = typer.Option(None, "--threads"),
 ) -> None:
     """Train the same setup once per loss preset (same split, budget and seed) and tabulate Dice and IoU."""
     import torch
 
     from samadapt.finetune.ablation import run_loss_ablation
-    from samadapt.finetune.training import FinetuneConfig
 
     _optional_positive("--threads", threads)
     if threads:
         torch.set_num_threads(threads)
     parse_init(init, command="ablate-loss")
-    _optional_positive("--epochs", epochs)
-    _check_keep(keep)
     base = FinetuneConfig(data=str(data), splits=str(splits), out=str(out), model=model, image_size=image_size,
                           init=init, train=train, epochs=epochs, batch_size=batch_size, lr=lr,
                           encoder_lr=encoder_lr, seed=seed, patience=patience, keep=keep, repeat=repeat)
+    base.validate()
     table = run_loss_ablation(base, out, folds=folds, losses=losses)
     for row in table["rows"]:
         print(f"{row['loss']:>14}: Dice {row['dice_mean']:.4f} ± {row['dice_sd']:.4f}, "
@@ -167,9 +152,8 @@ def _ablation_outcome(base, table: dict, out: Path) -> None:
 
 
 # what the ablation fixed besides the loss, as `finetune` flags: the next run repeats them
-CARRIED_FLAGS = (("model", "--model"), ("image_size", "--image-size"), ("init", "--init"), ("train", "--train"),
-                 ("epochs", "--epochs"), ("batch_size", "--batch-size"), ("lr", "--lr"), ("encoder_lr", "--encoder-lr"),
-                 ("seed", "--seed"), ("patience", "--patience"), ("keep", "--keep"), ("repeat", "--repeat"))
+CARRIED_FIELDS = ("model", "image_size", "init", "train", "epochs", "batch_size", "lr", "encoder_lr", "seed",
+                  "patience", "keep", "repeat")
 
 
 def _finetune_with(base, preset: str, out: Path) -> str:
@@ -181,7 +165,7 @@ def _finetune_with(base, preset: str, out: Path) -> str:
 
     defaults = {f.name: f.default for f in fields(base)}
     words = ["finetune", "--data", base.data, "--splits", base.splits, "--loss", LOSS_PRESETS[preset]]
-    for name, flag in CARRIED_FLAGS:
+    for name in CARRIED_FIELDS:
         if getattr(base, name) != defaults.get(name):
-            words += [flag, getattr(base, name)]
+            words += [flag(name), getattr(base, name)]
     return command_line([*words, "--out", out.parent / f"{out.name}-{preset}"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 PARTS = ("val", "test", "train")
 
@@ -24,7 +25,7 @@ def resolve_split(run_info: dict, run_dir: Path, splits_file: Path | None, fold:
     recorded = run_info.get("splits") or run_info.get("split")
     splits = splits_file or (Path(recorded) if recorded else None)
     if splits is None:
-        raise UserError("the run does not record its split: pass --splits FILE", run_dir)
+        raise UserError(f"the run does not record its split: pass {flag('splits')} FILE", run_dir)
     return Path(splits), int(run_info.get("fold", 0) if fold is None else fold)
 
 
@@ -34,7 +35,7 @@ def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, cla
     from samadapt.data.splits import load_splits, split_cases
 
     if part not in PARTS:
-        raise UserError(f"--part must be one of {', '.join(PARTS)}, got {part!r}")
+        raise UserError(f"{flag('part')} must be one of {', '.join(PARTS)}, got {part!r}")
     dataset = load_dataset(data)
     if not dataset.spec.labeled:
         raise UserError("dataset has no masks to evaluate against", data)
@@ -43,7 +44,7 @@ def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, cla
         raise UserError(f"dataset classes {unknown} are not among the model's classes {class_names}", data)
     splits = load_splits(splits_file, dataset)
     if part != "test" and not 0 <= fold < len(splits["splits"]):
-        raise UserError(f"--fold {fold} is outside the split, which has folds 0..{len(splits['splits']) - 1}", splits_file)
+        raise UserError(f"{flag('fold')} {fold} is outside the split, which has folds 0..{len(splits['splits']) - 1}", splits_file)
     cases = [c for c in split_cases(dataset, splits, part, fold) if c.labeled]
     if not cases:
         raise UserError(f"the {part} part of the split has no labelled cases", splits_file)

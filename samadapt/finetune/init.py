@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 from samadapt.modeling.sources import parse_init
 
 
@@ -36,10 +37,10 @@ def load_mae_encoder(base, run_dir: Path) -> dict:
     from samadapt.pretrain.export import load_pretrained_encoder
 
     if base.family != "sam2":
-        raise UserError(f"--init mae: MAE pre-training is for SAM2's Hiera trunk, not {base.name}")
+        raise UserError(f"{flag('init')} mae: MAE pre-training is for SAM2's Hiera trunk, not {base.name}")
     state, provenance = load_pretrained_encoder(run_dir)
     if provenance.get("model") not in (None, base.name):
-        raise UserError(f"pre-trained encoder is {provenance['model']} but --model is {base.name}", run_dir)
+        raise UserError(f"pre-trained encoder is {provenance['model']} but {flag('model')} is {base.name}", run_dir)
     target = base.image_encoder.state_dict()
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
@@ -82,7 +83,7 @@ def _from_checkpoint(name: str, image_size: int, path: Path, class_names: list[s
         if getattr(model, "kind", None) != "sam":
             raise UserError(f"run holds a {model.name} baseline, not a Segment Anything model", path)
         if model.base.name != name:
-            raise UserError(f"run holds {model.base.name} but --model is {name}", path)
+            raise UserError(f"run holds {model.base.name} but {flag('model')} is {name}", path)
         unknown = [c for c in class_names if c not in model.class_names]
         if unknown:
             raise UserError(f"dataset classes {unknown} are not in the checkpoint (it has {model.class_names})", path)

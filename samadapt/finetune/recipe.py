@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 RECIPES = ("auto", "scratch", "pretrained")
 PRETRAINED_INITS = ("sam2", "mae", "ckpt")
@@ -57,12 +58,12 @@ def resolve_recipe(recipe: str, init_kind: str, lr: float, encoder_lr: float | N
     """The recipe `recipe` ('auto' picks by `init_kind`, the part of --init before ':'), with the
     explicitly given values taking precedence."""
     if recipe not in RECIPES:
-        raise UserError(f"--recipe {recipe!r}: choose {', '.join(RECIPES)}")
+        raise UserError(f"{flag('recipe')} {recipe!r}: choose {', '.join(RECIPES)}")
     if recipe == "auto":
         recipe = "pretrained" if init_kind in PRETRAINED_INITS else "scratch"
     base = PRETRAINED if recipe == "pretrained" else SCRATCH
     if warmup_fraction is not None and not 0 <= warmup_fraction < 1:
-        raise UserError(f"--warmup-fraction {warmup_fraction}: must be in [0, 1)")
+        raise UserError(f"{flag('warmup_fraction')} {warmup_fraction}: must be in [0, 1)")
     # layer decay 1.0 is "no decay": store it as None so the optimiser groups stay the plain ones
     decay = base.layer_decay if layer_decay is None else (None if layer_decay == 1.0 else layer_decay)
     return ResolvedRecipe(

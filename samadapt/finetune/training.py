@@ -11,63 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from samadapt.engine.curves import CurvePlot
 from samadapt.errors import UserError, warn
+from samadapt.options import flag
+from samadapt.finetune.config import FinetuneConfig  # noqa: F401 (re-exported)
 
 VAL_METRIC = "val_dice"
-
-
-@dataclass
-class FinetuneConfig:
-    data: str
-    splits: str  # the splits.json file (`samadapt data split`)
-    out: str
-    fold: int = 0
-    model: str = "sam2-hiera-tiny"
-    image_size: int = 512
-    init: str = "random"
-    loss: str = "dice+bce"
-    train: str = "decoder"
-    freeze_stages: int = 0
-    epochs: int = 50
-    batch_size: int = 4
-    lr: float = 1e-4
-    # how the encoder trains (finetune/recipe.py): "auto" = scratch for random weights, pretrained
-    # (layer decay, lower encoder lr, longer warm-up) otherwise; the three values below override it
-    recipe: str = "auto"
-    encoder_lr: float | None = None
-    layer_decay: float | None = None
-    weight_decay: float = 0.01
-    warmup_fraction: float | None = None
-    tokens_per_class: int = 4
-    prompt: str = "none"
-    presence: bool = False  # train SAM2's object-score head as a per-class presence gate (modeling/class_prompts.py)
-    augment: bool = True
-    repeat: int = 1  # training cases seen this many times per epoch (tiny data sets)
-    seed: int = 0
-    patience: int | None = None
-    # "best": keep the epoch with the best validation Dice; "last": keep the model at the end of the
-    # budget, so that in cross-validation the held-out fold is scored but never used for selection.
-    keep: str = "best"
-    grad_clip: float | None = 1.0
-    # "auto": bf16 autocast on GPUs that have it, fp32 on CPU; "bf16" opts in on CPU too (faster on
-    # CPUs with bf16 units, results differ slightly from fp32); see engine.callbacks.resolve_precision
-    precision: str = "auto"
-    num_workers: int = 0
-    resume: bool = False
-    progress: bool = True
-
-    def run_settings(self) -> dict:
-        """What must not change when a run is resumed (everything but the output and resume flags)."""
-        settings = asdict(self)
-        for key in ("out", "resume", "progress", "num_workers"):
-            settings.pop(key)
-        return settings
 
 
 class EpochAugmentation:
@@ -94,7 +47,7 @@ def prepare_data(config: FinetuneConfig):
     splits = load_splits(config.splits, dataset)
     n_folds = len(splits["splits"])
     if not 0 <= config.fold < n_folds:
-        raise UserError(f"--fold {config.fold} is outside the split, which has folds 0..{n_folds - 1}", config.splits)
+        raise UserError(f"{flag('fold')} {config.fold} is outside the split, which has folds 0..{n_folds - 1}", config.splits)
     train_cases = [c for c in split_cases(dataset, splits, "train", config.fold) if c.labeled]
     val_cases = [c for c in split_cases(dataset, splits, "val", config.fold) if c.labeled]
     if not train_cases or not val_cases:
@@ -109,11 +62,11 @@ def build_finetune_model(config: FinetuneConfig, class_names: list[str]):
 
     if config.model in BASELINES:
         if config.init != "random":
-            raise UserError(f"--init {config.init}: the {config.model} baseline starts from random weights")
+            raise UserError(f"{flag('init')} {config.init}: the {config.model} baseline starts from random weights")
         if config.prompt != "none":
-            raise UserError(f"--prompt {config.prompt}: the {config.model} baseline takes no prompts")
+            raise UserError(f"{flag('prompt')} {config.prompt}: the {config.model} baseline takes no prompts")
         if config.presence:
-            raise UserError(f"--presence: the {config.model} baseline has no presence head")
+            raise UserError(f"{flag('presence')}: the {config.model} baseline has no presence head")
         return ConvBaseline(config.model, class_names, config.image_size), {"init": "random"}
     from samadapt.finetune.init import build_base
     from samadapt.modeling.class_prompts import ClassPromptSegmenter
@@ -124,7 +77,7 @@ def build_finetune_model(config: FinetuneConfig, class_names: list[str]):
     if start.class_prompts:
         prompts = torch.stack([start.class_prompts[c] for c in class_names])
         if prompts.shape != model.class_prompts.shape:
-            raise UserError(f"--tokens-per-class {config.tokens_per_class} differs from the checkpoint's "
+            raise UserError(f"{flag('tokens_per_class')} {config.tokens_per_class} differs from the checkpoint's "
                             f"{prompts.shape[1]}")
         with torch.no_grad():
             model.class_prompts.copy_(prompts)
@@ -165,27 +118,19 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.engine.trainer import Trainer
     from samadapt.finetune.losses import parse_loss
     from samadapt.modeling.class_prompts import one_hot_targets, presence_targets
-    from samadapt.finetune.prompts import PROMPT_MODES, simulate_prompts
+    from samadapt.finetune.prompts import simulate_prompts
     from samadapt.finetune.recipe import resolve_recipe
     from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
     from samadapt.modeling.sources import parse_init
 
-    if config.prompt not in PROMPT_MODES:
-        raise UserError(f"--prompt must be one of {', '.join(PROMPT_MODES)}, got {config.prompt!r}")
-    for name, value in (("--lr", config.lr), ("--encoder-lr", config.encoder_lr)):
-        if value is not None and not value > 0:
-            raise UserError(f"{name} {value}: must be > 0")
+    config.validate()
     recipe = resolve_recipe(config.recipe, parse_init(config.init).kind, config.lr, config.encoder_lr,
                             config.layer_decay, config.warmup_fraction)
     # the device the trainer will pick, so an impossible precision fails before any work
     resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if config.repeat < 1:
-        raise UserError(f"--repeat {config.repeat}: must be at least 1")
-    if config.num_workers < 0:
-        raise UserError(f"--workers {config.num_workers}: must be >= 0")
     out = check_output_dir(config.out)
     if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise UserError("run folder already holds checkpoints: add --resume or choose a new --out", out)
+        raise UserError(f"run folder already holds checkpoints: add {flag('resume')} or choose a new {flag('out')}", out)
     loss_fn = parse_loss(config.loss)
     dataset, splits, train_cases, val_cases = prepare_data(config)
     require_readable(train_cases + val_cases)  # a broken image or foreign label fails before any model work

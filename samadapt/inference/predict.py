@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 # Output names of every predicting command (`predict`, `fewshot predict`): <stem>_mask.png (or
@@ -46,13 +47,13 @@ class Prompt:
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             if not (x0 < x1 and y0 < y1):
-                raise UserError(f"--box {x0:g} {y0:g} {x1:g} {y1:g}: needs x0 < x1 and y0 < y1")
+                raise UserError(f"{flag('box')} {x0:g} {y0:g} {x1:g} {y1:g}: needs x0 < x1 and y0 < y1")
             if min(x0, y0) < 0 or x1 > width or y1 > height:
-                raise UserError(f"--box {x0:g} {y0:g} {x1:g} {y1:g} lies outside the {width}x{height} image", image)
+                raise UserError(f"{flag('box')} {x0:g} {y0:g} {x1:g} {y1:g} lies outside the {width}x{height} image", image)
         if self.point is not None:
             x, y = self.point
             if not (0 <= x < width and 0 <= y < height):
-                raise UserError(f"--point {x:g} {y:g} lies outside the {width}x{height} image", image)
+                raise UserError(f"{flag('point')} {x:g} {y:g} lies outside the {width}x{height} image", image)
 
 
 @dataclass

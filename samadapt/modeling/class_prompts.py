@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 TRAIN_MODES = ("all", "decoder", "encoder-decoder")
 ENCODER_PREFIX = "base.hf.vision_encoder."
@@ -114,13 +115,13 @@ class ClassPromptSegmenter(nn.Module):
     def configure_trainable(self, mode: str, freeze_stages: int = 0) -> dict[str, int]:
         """Set `requires_grad` for `mode` (see module doc); returns trainable/frozen parameter counts."""
         if mode not in TRAIN_MODES:
-            raise UserError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
+            raise UserError(f"{flag('train')} must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
         stages = self.trunk_stage_of_block()
         n_stages = max(stages) + 1
         if not 0 <= freeze_stages <= n_stages:
-            raise UserError(f"--freeze-stages {freeze_stages}: {self.base.name} has {n_stages} trunk stages")
+            raise UserError(f"{flag('freeze_stages')} {freeze_stages}: {self.base.name} has {n_stages} trunk stages")
         if freeze_stages and mode != "encoder-decoder":
-            raise UserError("--freeze-stages applies only to --train encoder-decoder")
+            raise UserError(f"{flag('freeze_stages')} applies only to {flag('train')} encoder-decoder")
         for param in self.parameters():
             param.requires_grad = mode == "all"
         if mode == "decoder":

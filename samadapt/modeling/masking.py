@@ -23,6 +23,7 @@ import math
 import torch
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 MASK_UNIT_PIXELS = 32  # 8 tokens at patch stride 4 = the first stage's window of SAM2's Hiera
 
@@ -31,7 +32,7 @@ def check_mask_ratio(ratio: float) -> float:
     """The ratio for training: strictly between 0 and 1 (UserError otherwise)."""
     ratio = float(ratio)
     if not (0.0 < ratio < 1.0) or math.isnan(ratio):
-        raise UserError(f"--mask-ratio must be strictly between 0 and 1, got {ratio}")
+        raise UserError(f"{flag('mask_ratio')} must be strictly between 0 and 1, got {ratio}")
     return ratio
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from samadapt.errors import UserError
+from samadapt.options import flag
 
 BASELINES = ("unet", "attention-unet")
 CHANNELS = (16, 32, 64, 128, 256)
@@ -30,7 +31,7 @@ class ConvBaseline(nn.Module):
             raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         multiple = 2 ** len(STRIDES)
         if image_size % multiple:
-            raise UserError(f"--image-size {image_size}: {name} needs a multiple of {multiple}")
+            raise UserError(f"{flag('image_size')} {image_size}: {name} needs a multiple of {multiple}")
         self.name = name
         self.class_names = list(class_names)
         self.image_size = int(image_size)
@@ -51,7 +52,7 @@ class ConvBaseline(nn.Module):
 
     def configure_trainable(self, mode: str, freeze_stages: int = 0) -> dict[str, int]:
         if mode != "all" or freeze_stages:
-            raise UserError(f"--model {self.name} trains as a whole: use --train all without --freeze-stages")
+            raise UserError(f"{flag('model')} {self.name} trains as a whole: use {flag('train')} all without {flag('freeze_stages')}")
         total = sum(p.numel() for p in self.parameters())
         return {"trainable": total, "frozen": 0}
 
@@ -60,5 +61,5 @@ class ConvBaseline(nn.Module):
         from samadapt.engine.schedule import adamw_param_groups
 
         if layer_decay is not None:
-            raise UserError(f"--layer-decay applies to Segment Anything models, not {self.name}")
+            raise UserError(f"{flag('layer_decay')} applies to Segment Anything models, not {self.name}")
         return adamw_param_groups(self, lr=lr, weight_decay=weight_decay)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
-from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.modeling.sources import init_help
+from samadapt.options import config_option
+from samadapt.pretrain.config import DEFAULT_WARMUP_EPOCHS, PretrainConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -17,21 +18,21 @@ def register(app: typer.Typer) -> None:
 def pretrain(
     data: list[str] = typer.Option(..., "--data", help="Folder of images (searched recursively), image/NIfTI file, or dataset description; repeat for several."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics, recon/ pictures, and encoder/ at the end."),
-    model: str = typer.Option("sam2-hiera-tiny", "--model", "-m", help="SAM2 variant (see `samadapt models`)."),
-    image_size: int = typer.Option(TRAINING_IMAGE_SIZE, "--image-size", help="Training input size in pixels, a multiple of 32 (the mask unit)."),
-    init: str = typer.Option(INIT_DEFAULT, INIT_OPTION, help=init_help()),
-    mask_ratio: float = typer.Option(0.75, "--mask-ratio", help="Fraction of 32x32-pixel units hidden, strictly between 0 and 1."),
-    path: str = typer.Option("sparse", "--path", help="sparse: the encoder sees only visible units (fast); dense: mask tokens, full grid."),
-    epochs: int = typer.Option(100, "--epochs", help="Training epochs (may be raised when resuming)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
-    lr: float = typer.Option(1.5e-4, "--lr", help="Peak AdamW learning rate."),
-    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on biases, norms, embeddings)."),
-    warmup_epochs: float | None = typer.Option(None, "--warmup-epochs", help="Linear warm-up before the cosine decay, in epochs (default: 5, or all of a shorter run)."),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm to this value (0: off)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and masks."),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Also save a resumable checkpoint every N steps (0: only per epoch)."),
-    recon_every: int = typer.Option(5, "--recon-every", help="Write recon/epoch-XXXX.png every K epochs and at the end (0: never)."),
-    workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
+    model: str = config_option(PretrainConfig, "model", "-m", help="SAM2 variant (see `samadapt models`)."),
+    image_size: int = config_option(PretrainConfig, "image_size", help="Training input size in pixels, a multiple of 32 (the mask unit)."),
+    init: str = config_option(PretrainConfig, "init", help=init_help()),
+    mask_ratio: float = config_option(PretrainConfig, "mask_ratio", help="Fraction of 32x32-pixel units hidden, strictly between 0 and 1."),
+    path: str = config_option(PretrainConfig, "path", help="sparse: the encoder sees only visible units (fast); dense: mask tokens, full grid."),
+    epochs: int = config_option(PretrainConfig, "epochs", help="Training epochs (may be raised when resuming)."),
+    batch_size: int = config_option(PretrainConfig, "batch_size", help="Images per step (per process under torchrun)."),
+    lr: float = config_option(PretrainConfig, "lr", help="Peak AdamW learning rate."),
+    weight_decay: float = config_option(PretrainConfig, "weight_decay", help="AdamW weight decay (not on biases, norms, embeddings)."),
+    warmup_epochs: float | None = config_option(PretrainConfig, "warmup_epochs", help=f"Linear warm-up before the cosine decay, in epochs (default: {DEFAULT_WARMUP_EPOCHS:g}, or all of a shorter run)."),
+    grad_clip: float = config_option(PretrainConfig, "grad_clip", help="Clip the gradient norm to this value (0: off)."),
+    seed: int = config_option(PretrainConfig, "seed", help="Seed for weights, data order and masks."),
+    checkpoint_every: int = config_option(PretrainConfig, "checkpoint_every", help="Also save a resumable checkpoint every N steps (0: only per epoch)."),
+    recon_every: int = config_option(PretrainConfig, "recon_every", help="Write recon/epoch-XXXX.png every K epochs and at the end (0: never)."),
+    workers: int = config_option(PretrainConfig, "num_workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint (same settings)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
@@ -44,7 +45,7 @@ def pretrain(
     from samadapt.errors import UserError
     from samadapt.modeling.sources import parse_init
     from samadapt.outcome import finish_training
-    from samadapt.pretrain.train import PretrainConfig, run_pretrain
+    from samadapt.pretrain.train import run_pretrain
 
     if (code := relaunch_on_devices(devices)) is not None:
         raise typer.Exit(code)
@@ -63,6 +64,6 @@ def pretrain(
     )
     summary = run_pretrain(config, resume=resume)
     # fine-tuning needs labelled data, which pre-training never saw: those two stay for the user to fill in
-    variant = [] if model == "sam2-hiera-tiny" else ["--model", model]
+    variant = [] if model == PretrainConfig.model else ["--model", model]
     finish_training(summary, out, ["finetune", "--data", "LABELLED_DATA", "--splits", "SPLITS_JSON", *variant,
                                    "--init", f"mae:{out}", "--out", "FINETUNE_RUN"], epochs=epochs)

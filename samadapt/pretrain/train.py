@@ -13,82 +13,19 @@ Run folder (`--out RUN_DIR`):
 from __future__ import annotations
 
 import json
-import shlex
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from samadapt.engine.curves import CurvePlot
 from samadapt.errors import UserError
-from samadapt.modeling.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
+from samadapt.options import flag
+from samadapt.modeling.masking import MASK_UNIT_PIXELS, unit_grid
+from samadapt.pretrain.config import DEFAULT_WARMUP_EPOCHS, PretrainConfig  # noqa: F401 (re-exported)
 
 ENCODER_DIR = "encoder"
 RECON_DIR = "recon"
 SUMMARY_FILE = "summary.json"
 CALIBRATION_IMAGES = 32
-# Warm-up when none is given: 5 epochs, or the whole run when it is shorter (a 1-epoch smoke run
-# must not be refused for a default it did not choose).
-DEFAULT_WARMUP_EPOCHS = 5.0
-
-
-@dataclass
-class PretrainConfig:
-    """Everything that defines a pre-training run (stored in its checkpoints; resume must match)."""
-
-    data: list[str]
-    out: str
-    model: str = "sam2-hiera-tiny"
-    image_size: int = 512
-    init: str = "random"
-    mask_ratio: float = 0.75
-    path: str = "sparse"
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1.5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float | None = None  # None: DEFAULT_WARMUP_EPOCHS, at most --epochs (see `warmup`)
-    grad_clip: float = 1.0
-    seed: int = 0
-    patch_size: int = 16
-    decoder_dim: int = 256
-    decoder_depth: int = 2
-    norm_pix: bool = True
-    checkpoint_every: int = 500
-    recon_every: int = 5
-    num_workers: int = 0
-    command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
-
-    def validate(self) -> None:
-        check_mask_ratio(self.mask_ratio)
-        unit_grid(self.image_size)
-        if self.path not in ("sparse", "dense"):
-            raise UserError(f"--path must be sparse or dense, got {self.path!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.warmup() <= self.epochs:
-            raise UserError(f"--warmup-epochs must be in [0, --epochs={self.epochs}], got {self.warmup_epochs}")
-        if MASK_UNIT_PIXELS % self.patch_size:
-            raise UserError(f"patch size {self.patch_size} must divide the mask unit ({MASK_UNIT_PIXELS} pixels)")
-        if self.recon_every < 0 or self.checkpoint_every < 0:
-            raise UserError("--recon-every and --checkpoint-every must be >= 0")
-        if self.num_workers < 0:
-            raise UserError(f"--workers {self.num_workers}: must be >= 0")
-        if not self.data:
-            raise UserError("give at least one --data folder or file")
-
-    def warmup(self) -> float:
-        """Warm-up in epochs: the one given, else the default cut to the length of the run."""
-        return min(DEFAULT_WARMUP_EPOCHS, self.epochs) if self.warmup_epochs is None else self.warmup_epochs
-
-    def resume_key(self) -> dict:
-        """What a resumed run must share with the original (epochs and logging cadence may change)."""
-        key = asdict(self)
-        for free in ("epochs", "command", "recon_every", "checkpoint_every", "num_workers", "out"):
-            key.pop(free)
-        return key
 
 
 def _check_image_files(dataset) -> None:
@@ -116,7 +53,7 @@ def build_dataset(config: PretrainConfig):
     for item in config.data:
         path = Path(item)
         if not path.exists():
-            raise UserError("--data path does not exist", path)
+            raise UserError(f"{flag('data')} path does not exist", path)
         # A dataset description (YAML/JSON, or a folder holding one) is read as a dataset; other
         # folders are searched for images recursively.
         described = path.suffix.lower() in (".yaml", ".yml", ".json") if path.is_file() else find_description(path)
@@ -124,7 +61,7 @@ def build_dataset(config: PretrainConfig):
     dataset = UnlabeledImageDataset(sources, config.image_size)
     _check_image_files(dataset)
     if len(dataset) < config.batch_size:
-        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(dataset)} images found in "
+        raise UserError(f"{flag('batch_size')} {config.batch_size} is larger than the {len(dataset)} images found in "
                         f"{', '.join(config.data)}")
     return dataset
 

@@ -159,7 +159,7 @@ CASES = [
          "--shots 50 is more than the 4 labelled images"),
     Case("more-shots-than-split-pool", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 3 "
          "--splits anat2d/splits.json", "--shots 3 is more than the 2 labelled images"),
-    Case("zero-shots", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 0", "--shots must be at least 1"),
+    Case("zero-shots", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 0", "--shots 0: must be at least 1"),
     Case("fewshot-fold-outside-split", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 1 "
          "--splits anat2d/splits.json --fold 3", "fold 3 does not exist"),
     Case("not-a-feature-cache", "fewshot train --data anat2d --cache bad --out run", "not a few-shot feature cache"),
@@ -186,6 +186,27 @@ CASES = [
     Case("fewshot-baseline-unknown-prompt", "fewshot baseline --data anat2d --out out --prompt lasso",
          "--prompt must be one of point, box"),
 ]
+
+# Numbers the training commands refuse (each config's validate()): not finite, out of range, not a number.
+NUMERIC_COMMANDS = {
+    "pretrain": f"pretrain --data fa --out run {TINY_MAE}",
+    "finetune": f"finetune {FA} --out run --image-size 64",
+    "fewshot-train": "fewshot train --data anat2d --cache anat2d_cache --out run --shots 1",
+}
+NUMERIC_VALUES = [  # option, value, fragment of the error line
+    ("--lr", "nan", "--lr nan: must be a finite number"),
+    ("--lr", "inf", "--lr inf: must be a finite number"),
+    ("--lr", "-1", "--lr -1.0: must be > 0"),
+    ("--lr", "0", "--lr 0.0: must be > 0"),
+    ("--epochs", "0", "--epochs 0: must be at least 1"),
+    ("--epochs", "-3", "--epochs -3: must be at least 1"),
+    ("--epochs", "nan", "Invalid value for '--epochs'"),
+    ("--grad-clip", "nan", "--grad-clip nan: must be a finite number"),
+    ("--grad-clip", "inf", "--grad-clip inf: must be a finite number"),
+    ("--grad-clip", "-1", "--grad-clip -1.0: must be >= 0"),
+]
+CASES += [Case(f"{name}-{option.lstrip('-')}-{value}", f"{command} {option} {value}", fragment)
+          for name, command in NUMERIC_COMMANDS.items() for option, value, fragment in NUMERIC_VALUES]
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     code = main(argv)
