@@ -19,16 +19,16 @@ Example::
 
     optimizer = torch.optim.AdamW(adamw_param_groups(model, lr=1e-4, weight_decay=0.05))
     trainer = Trainer(
-        model, step_fn, optimizer, run_dir="runs/ft1", train_data=train_dataset, batch_size=8,
-        scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=total // 20),
-        validate_fn=validate_fn, monitor="val_dice", monitor_mode="max", patience=10,
-        grad_clip=1.0, checkpoint_every_steps=500, resume=args.resume, meta=config_dict,
+        model, step_fn, optimizer, TrainData(train_dataset, batch_size=8), run_dir="runs/ft1",
+        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=total // 20),
+                          grad_clip=1.0),
+        validation=Validation(validate_fn, monitor="val_dice", mode="max", patience=10),
+        checkpoints=Checkpoints(every_steps=500, resume=args.resume, meta=config_dict),
     )
     summary = trainer.fit(epochs=50)   # {"status": "completed", "global_step": ..., "best": {...}}
 
-`scheduler` may be a scheduler or a factory `(optimizer, total_steps) -> scheduler`, because the
-number of steps is known only once the data loader exists. `meta` (the run's configuration) is
-stored in every checkpoint; resuming with a different configuration is refused.
+The settings groups and their defaults are in engine/trainer_settings.py; saving and restoring the
+training state is in engine/trainer_state.py.
 """
 
 from __future__ import annotations
@@ -36,72 +36,64 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from samadapt.engine import checkpoint as ckpt
 from samadapt.engine import distributed as dist_utils
-from samadapt.engine.callbacks import Callback, EpochLine, move_to_device, resolve_precision
+from samadapt.engine.callbacks import EpochLine, move_to_device, resolve_precision
 from samadapt.engine.logging import MetricLogger, ProgressBar, note
 from samadapt.engine.signals import StopRequest, stop_on_signals
+from samadapt.engine.trainer_settings import (Checkpoints, Reporting, Schedule, StepFn, TrainData, Validation,
+                                              ValidateFn)
+from samadapt.engine.trainer_state import ResumableState
 from samadapt.errors import UserError
 
-StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, float], int]]
-ValidateFn = Callable[[nn.Module], Mapping[str, float]]
+__all__ = ["Checkpoints", "Reporting", "Schedule", "StepFn", "TrainData", "Trainer", "Validation", "ValidateFn"]
 
 
-class Trainer:
+class Trainer(ResumableState):
     def __init__(
-        self, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
-        run_dir: str | Path, train_data: Dataset | DataLoader, batch_size: int | None = None,
-        scheduler=None, validate_fn: ValidateFn | None = None, validate_every_steps: int | None = None,
-        monitor: str | None = None, monitor_mode: str = "min", patience: int | None = None,
-        grad_clip: float | None = None, accumulate_steps: int = 1, precision: str = "auto",
-        checkpoint_every_steps: int | None = None, keep_last: int = 3, resume: bool = False,
-        meta: Mapping | None = None, resume_may_differ: Iterable[str] = ("epochs",),
-        callbacks: Sequence[Callback] = (), seed: int | None = 0, deterministic: bool = False,
-        num_workers: int = 0, collate_fn=None, shuffle: bool = True, drop_last: bool = True,
-        log_every_steps: int = 1, progress: bool = True, tensorboard: bool = True,
-        device: str | torch.device | None = None, handle_signals: bool = True, ddp_kwargs: Mapping | None = None,
+        self, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimizer, data: TrainData, *,
+        run_dir: str | Path, schedule: Schedule | None = None, validation: Validation | None = None,
+        checkpoints: Checkpoints | None = None, reporting: Reporting | None = None,
+        device: str | torch.device | None = None, ddp_kwargs: Mapping | None = None,
     ):
-        if accumulate_steps < 1:
-            raise UserError(f"gradient accumulation steps must be >= 1, got {accumulate_steps}")
-        if monitor_mode not in ("min", "max"):
-            raise UserError(f"monitor mode must be 'min' or 'max', got {monitor_mode!r}")
-        if patience is not None and monitor is None:
-            raise UserError("early stopping (patience) needs a monitored validation metric")
-        if monitor is not None and validate_fn is None:
-            raise UserError(f"monitoring '{monitor}' needs a validation function")
-        if deterministic:
+        schedule, validation = schedule or Schedule(), validation or Validation()
+        checkpoints, reporting = checkpoints or Checkpoints(), reporting or Reporting()
+        if schedule.deterministic:
             dist_utils.deterministic(True)
         self.context = dist_utils.init_distributed(device=device)
         self.device = self.context.device
         self.model = model.to(self.device)
-        self.step_fn, self.optimizer, self.validate_fn = step_fn, optimizer, validate_fn
+        self.step_fn, self.optimizer, self.validate_fn = step_fn, optimizer, validation.fn
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.monitor, self.monitor_mode, self.patience = monitor, monitor_mode, patience
-        self.grad_clip, self.accumulate_steps = grad_clip, int(accumulate_steps)
-        self.validate_every_steps, self.checkpoint_every_steps = validate_every_steps, checkpoint_every_steps
-        self.keep_last, self.resume, self.resume_may_differ = keep_last, resume, tuple(resume_may_differ)
-        # progress: a live bar and one kept line per epoch; off for tests and library use
-        self.callbacks, self.seed = list(callbacks) + ([EpochLine()] if progress else []), seed
-        self.log_every_steps, self.progress, self.tensorboard = max(1, log_every_steps), progress, tensorboard
-        self.handle_signals, self.ddp_kwargs = handle_signals, dict(ddp_kwargs or {})
-        self.autocast_dtype, use_fp16_scaler = resolve_precision(precision, self.device, announce=self.context.is_main)
+        self.monitor, self.monitor_mode, self.patience = validation.monitor, validation.mode, validation.patience
+        self.grad_clip, self.accumulate_steps = schedule.grad_clip, schedule.accumulate_steps
+        self.validate_every_steps, self.checkpoint_every_steps = validation.every_steps, checkpoints.every_steps
+        self.keep_last, self.resume = checkpoints.keep_last, checkpoints.resume
+        self.resume_may_differ = tuple(checkpoints.may_differ)
+        progress = reporting.progress
+        self.callbacks = list(reporting.callbacks) + ([EpochLine()] if progress else [])
+        self.seed = schedule.seed
+        self.log_every_steps, self.progress = max(1, reporting.log_every_steps), progress
+        self.tensorboard, self.handle_signals = reporting.tensorboard, reporting.handle_signals
+        self.ddp_kwargs = dict(ddp_kwargs or {})
+        self.autocast_dtype, use_fp16_scaler = resolve_precision(schedule.precision, self.device,
+                                                                 announce=self.context.is_main)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_fp16_scaler)
-        self.loader, self.sampler = self._make_loader(train_data, batch_size, num_workers, collate_fn, shuffle, drop_last)
+        self.loader, self.sampler = self._make_loader(data)
         self.batch_size = self.loader.batch_size or 1
-        self.meta = {"run": dict(meta or {}), "trainer": {
+        self.meta = {"run": dict(checkpoints.meta or {}), "trainer": {
             "batch_size_per_rank": self.batch_size, "world_size": self.context.world_size,
-            "accumulate_steps": self.accumulate_steps, "grad_clip": grad_clip, "precision": precision,
-            "seed": seed, "monitor": monitor, "monitor_mode": monitor_mode}}
-        self._scheduler_or_factory = scheduler
+            "accumulate_steps": self.accumulate_steps, "grad_clip": self.grad_clip, "precision": schedule.precision,
+            "seed": self.seed, "monitor": self.monitor, "monitor_mode": self.monitor_mode}}
+        self._scheduler_or_factory = schedule.scheduler
         self.scheduler = None
         self.ddp_model: nn.Module = self.model
         self.global_step = self.epoch = self.batch_in_epoch = 0
@@ -133,7 +125,8 @@ class Trainer:
             return per_rank // self.batch_size if self.loader.drop_last else math.ceil(per_rank / self.batch_size)
         return len(self.loader)
 
-    def _make_loader(self, data, batch_size, num_workers, collate_fn, shuffle, drop_last):
+    def _make_loader(self, train: TrainData):
+        data, batch_size = train.dataset, train.batch_size
         if isinstance(data, DataLoader):
             sampler = data.sampler if isinstance(data.sampler, dist_utils.ResumableDistributedSampler) else None
             return data, sampler
@@ -141,11 +134,11 @@ class Trainer:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
         if len(data) == 0:
             raise UserError("the training data set is empty")
-        sampler = dist_utils.ResumableDistributedSampler(data, shuffle=shuffle, seed=self.seed or 0)
+        sampler = dist_utils.ResumableDistributedSampler(data, shuffle=train.shuffle, seed=self.seed or 0)
         self._loader_generator = torch.Generator()
         loader = DataLoader(
-            data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-            drop_last=drop_last, pin_memory=self.device.type == "cuda", generator=self._loader_generator,
+            data, batch_size=batch_size, sampler=sampler, num_workers=train.num_workers, collate_fn=train.collate_fn,
+            drop_last=train.drop_last, pin_memory=self.device.type == "cuda", generator=self._loader_generator,
         )
         if len(loader) == 0:
             raise UserError(f"batch size {batch_size} is larger than this rank's {len(sampler)} training samples "
@@ -157,81 +150,6 @@ class Trainer:
         if candidate is None or hasattr(candidate, "state_dict"):
             return candidate
         return candidate(self.optimizer, total_steps)
-
-    # ----------------------------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly; call on every rank (RNG states are gathered)."""
-        return {
-            "model": dist_utils.unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": dist_utils.gather_objects(ckpt.capture_rng_state()),
-            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
-            "progress": {"epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch},
-            "trainer": {"best_value": self.best_value, "best_step": self.best_step,
-                        "bad_validations": self.bad_validations, "epoch_sums": dict(self._epoch_sums),
-                        "epoch_images": self._epoch_images},
-        }
-
-    def load_state_dict(self, state: Mapping) -> None:
-        dist_utils.unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self._load_scheduler(state["scheduler"])
-        if self.scaler.is_enabled() and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.sampler is not None and state.get("sampler") is not None:
-            self.sampler.load_state_dict(state["sampler"])
-        progress, extra = state["progress"], state["trainer"]
-        self.epoch, self.global_step = int(progress["epoch"]), int(progress["global_step"])
-        self.batch_in_epoch = int(progress["batch_in_epoch"])
-        self.best_value, self.best_step = extra["best_value"], extra["best_step"]
-        self.bad_validations = int(extra["bad_validations"])
-        self._epoch_sums, self._epoch_images = dict(extra["epoch_sums"]), int(extra["epoch_images"])
-        rng = state["rng"]
-        if len(rng) == self.context.world_size:
-            ckpt.restore_rng_state(rng[self.context.rank])
-        elif self.seed is not None:  # another world size: exact continuation is impossible anyway
-            dist_utils.seed_everything(self.seed + self.global_step, per_rank=True)
-
-    def _load_scheduler(self, saved: Mapping) -> None:
-        # LambdaLR restores its factor objects' settings (e.g. total steps) from the checkpoint. A
-        # resumed run with more epochs must follow the schedule planned for the new length, so the
-        # freshly built settings win and the current lr is recomputed from them.
-        factors = [f for f in getattr(self.scheduler, "lr_lambdas", []) if hasattr(f, "__dict__")]
-        planned = [dict(vars(f)) for f in factors]
-        self.scheduler.load_state_dict(saved)
-        replanned = False
-        for factor, settings in zip(factors, planned):
-            replanned |= vars(factor) != settings
-            factor.__dict__.update(settings)
-        if replanned:
-            step = self.scheduler.last_epoch
-            for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
-                group["lr"] = group["initial_lr"] * factor(step)
-            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def save_checkpoint(self) -> Path | None:
-        state = self.state_dict()  # collective: every rank contributes its RNG state
-        path = None
-        if self.is_main:
-            path = ckpt.save_training_state(self.checkpoint_dir, self.global_step, state, self.meta,
-                                        keep_last=self.keep_last, epoch=self.epoch)
-        dist_utils.barrier()
-        self._last_saved_step = self.global_step
-        return path
-
-    def _restore_or_start(self) -> Path | None:
-        existing = ckpt.list_checkpoints(self.checkpoint_dir)
-        if not self.resume:
-            if existing:
-                raise UserError("run folder already holds checkpoints: resume it or choose a new folder", self.run_dir)
-            return None
-        state, saved_meta, path = ckpt.load_resumable(self.checkpoint_dir)
-        ckpt.check_same_config(saved_meta, self.meta, self.resume_may_differ, where=self.run_dir)
-        self.load_state_dict(state)
-        return path
 
     # ----------------------------------------------------------------------------- training
     def fit(self, epochs: int, max_steps: int | None = None) -> dict:

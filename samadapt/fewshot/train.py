@@ -166,7 +166,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
-    from samadapt.engine.trainer import Trainer
+    from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
     from samadapt.modeling.model_folder import save_model_folder
 
     config.validate()
@@ -186,11 +186,13 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     meta = {"fewshot": asdict(config), "cache_model": identity.to_dict(), "classes": classes,
             "support": [i.item_id for i in items]}
     trainer = Trainer(
-        segmenter, make_step_fn(support, config), optimizer, run_dir=run_dir, train_data=list(range(len(items))),
-        batch_size=min(config.batch_size, len(items)), seed=config.seed, meta=meta, progress=progress,
-        scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
-        checkpoint_every_steps=None, keep_last=1, resume=resume, grad_clip=config.grad_clip or None, tensorboard=False,
-        handle_signals=progress, ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
+        segmenter, make_step_fn(support, config), optimizer,
+        TrainData(list(range(len(items))), batch_size=min(config.batch_size, len(items))), run_dir=run_dir,
+        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
+                          grad_clip=config.grad_clip or None, seed=config.seed),
+        checkpoints=Checkpoints(every_steps=None, keep_last=1, resume=resume, meta=meta),
+        reporting=Reporting(progress=progress, tensorboard=False, handle_signals=progress),
+        ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute
     # (prompt encoder, positional encoding) must be on the same device.
     sam.to(trainer.device)

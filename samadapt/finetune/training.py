@@ -115,7 +115,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.engine.callbacks import resolve_precision
     from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
-    from samadapt.engine.trainer import Trainer
+    from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
     from samadapt.finetune.losses import parse_loss
     from samadapt.modeling.class_prompts import one_hot_targets, presence_targets
     from samadapt.finetune.prompts import simulate_prompts
@@ -165,12 +165,14 @@ def finetune(config: FinetuneConfig) -> dict:
 
     warmup = lambda total: int(round(recipe.warmup_fraction * total))  # noqa: E731
     trainer = Trainer(
-        model, step_fn, optimizer, run_dir=out, train_data=train_data, batch_size=config.batch_size,
-        scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
-        validate_fn=lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
-        monitor=VAL_METRIC, monitor_mode="max", patience=config.patience, grad_clip=config.grad_clip,
-        precision=config.precision, resume=config.resume, meta=config.run_settings(), seed=config.seed, num_workers=config.num_workers,
-        drop_last=len(train_data) >= config.batch_size, progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))],
+        model, step_fn, optimizer, TrainData(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
+                                             drop_last=len(train_data) >= config.batch_size), run_dir=out,
+        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
+                          grad_clip=config.grad_clip, precision=config.precision, seed=config.seed),
+        validation=Validation(lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
+                              monitor=VAL_METRIC, mode="max", patience=config.patience),
+        checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings()),
+        reporting=Reporting(progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))]),
         # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
         ddp_kwargs={"find_unused_parameters": True},
     )

@@ -104,7 +104,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.distributed import seed_everything
     from samadapt.engine.schedule import cosine_with_warmup
-    from samadapt.engine.trainer import Trainer
+    from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
     from samadapt.modeling.masking import random_unit_mask
     from samadapt.pretrain.recon import ReconstructionPictures
 
@@ -135,10 +135,11 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     pictures = ReconstructionPictures(dataset, grid, config.path, run_dir / RECON_DIR, config.recon_every,
                                       seed=config.seed, mask_ratio=config.mask_ratio)
     trainer = Trainer(
-        mae, step_fn, optimizer, run_dir=run_dir, train_data=dataset, batch_size=config.batch_size,
-        scheduler=scheduler, grad_clip=config.grad_clip, checkpoint_every_steps=config.checkpoint_every or None,
-        resume=resume, meta=config.resume_key(), resume_may_differ=("epochs",), callbacks=[pictures, CurvePlot(("train_loss",))],
-        seed=config.seed, num_workers=config.num_workers, progress=progress,
+        mae, step_fn, optimizer, TrainData(dataset, batch_size=config.batch_size, num_workers=config.num_workers),
+        run_dir=run_dir, schedule=Schedule(scheduler, grad_clip=config.grad_clip, seed=config.seed),
+        checkpoints=Checkpoints(every_steps=config.checkpoint_every or None, resume=resume, meta=config.resume_key(),
+                                may_differ=("epochs",)),
+        reporting=Reporting(progress=progress, callbacks=[pictures, CurvePlot(("train_loss",))]),
     )
     summary = trainer.fit(config.epochs, max_steps=max_steps)
     summary["encoder"] = str(run_dir / ENCODER_DIR)

@@ -11,13 +11,13 @@ from torch.utils.data import TensorDataset
 
 from samadapt.engine.callbacks import Callback
 from samadapt.engine.logging import ItemProgress
-from samadapt.engine.trainer import Trainer
+from samadapt.engine.trainer import Reporting, TrainData, Trainer, Validation
 from samadapt.outcome import OUTCOME_KEYS, finish_training
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss \S+(  val Dice \d\.\d{4})?  \(\d+\.\d s\)$")
 
 
-def _trainer(tmp_path, progress: bool, **options) -> Trainer:
+def _trainer(tmp_path, progress: bool, validation: Validation | None = None, callbacks=()) -> Trainer:
     torch.manual_seed(0)
     x = torch.randn(8, 3)
     model = nn.Linear(3, 1)
@@ -26,15 +26,16 @@ def _trainer(tmp_path, progress: bool, **options) -> Trainer:
         inputs, targets = batch
         return nn.functional.mse_loss(net(inputs), targets), {}, inputs.shape[0]
 
-    return Trainer(model, step, torch.optim.SGD(model.parameters(), lr=0.1), run_dir=tmp_path,
-                   train_data=TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4, progress=progress,
-                   tensorboard=False, handle_signals=False, **options)
+    return Trainer(model, step, torch.optim.SGD(model.parameters(), lr=0.1),
+                   TrainData(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4), run_dir=tmp_path,
+                   validation=validation, reporting=Reporting(progress=progress, tensorboard=False,
+                                                              handle_signals=False, callbacks=callbacks))
 
 
 def test_each_epoch_leaves_one_kept_line_with_the_monitored_metric(tmp_path, capsys):
     scores = iter([0.5, 0.75])
-    trainer = _trainer(tmp_path, True, validate_fn=lambda m: {"val_dice": next(scores)}, monitor="val_dice",
-                       monitor_mode="max")
+    trainer = _trainer(tmp_path, True, Validation(lambda m: {"val_dice": next(scores)}, monitor="val_dice",
+                                                  mode="max"))
     trainer.fit(2)
     lines = capsys.readouterr().err.strip().splitlines()
     assert [EPOCH_LINE.match(line).group(1, 2) for line in lines] == [("1", "2"), ("2", "2")], lines

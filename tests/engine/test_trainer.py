@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from samadapt.engine.callbacks import Callback
 from samadapt.engine.checkpoint import load_training_state
-from samadapt.engine.trainer import Trainer
+from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
 from samadapt.errors import UserError
 
 
@@ -25,19 +25,19 @@ def _step(model, batch):
     return loss, {}, x.shape[0]
 
 
-def _trainer(tmp_path, model=None, **overrides):
+QUIET = Reporting(progress=False, tensorboard=False, handle_signals=False)
+
+
+def _trainer(tmp_path, model=None, step_fn=_step, batch_size=4, reporting=QUIET, **groups):
     torch.manual_seed(0)
     model = model or nn.Linear(3, 1)
-    options = dict(run_dir=tmp_path, train_data=_data(), batch_size=4, progress=False, tensorboard=False,
-                   handle_signals=False)
-    step_fn = overrides.pop("step_fn", _step)
-    options.update(overrides)
-    return Trainer(model, step_fn, torch.optim.SGD(model.parameters(), lr=0.1), **options)
+    return Trainer(model, step_fn, torch.optim.SGD(model.parameters(), lr=0.1), TrainData(_data(), batch_size),
+                   run_dir=tmp_path, reporting=reporting, **groups)
 
 
 def test_accumulation_matches_one_big_batch(tmp_path):
     big = _trainer(tmp_path / "big", batch_size=4)
-    small = _trainer(tmp_path / "small", batch_size=2, accumulate_steps=2)
+    small = _trainer(tmp_path / "small", batch_size=2, schedule=Schedule(accumulate_steps=2))
     assert big.steps_per_epoch == small.steps_per_epoch == 4
     big.fit(2), small.fit(2)
     assert torch.allclose(big.model.weight, small.model.weight, atol=1e-6)
@@ -45,14 +45,14 @@ def test_accumulation_matches_one_big_batch(tmp_path):
 
 
 def test_uneven_accumulation_tail_is_a_full_step(tmp_path):
-    trainer = _trainer(tmp_path, batch_size=4, accumulate_steps=3)  # 4 batches: groups of 3 and 1
+    trainer = _trainer(tmp_path, batch_size=4, schedule=Schedule(accumulate_steps=3))  # 4 batches: groups of 3 and 1
     summary = trainer.fit(1)
     assert trainer.steps_per_epoch == 2 and summary["global_step"] == 2
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path):
     scores = iter([3.0, 2.0, 2.5, 2.6, 2.7, 9.0])
-    trainer = _trainer(tmp_path, validate_fn=lambda m: {"val": next(scores)}, monitor="val", patience=2)
+    trainer = _trainer(tmp_path, validation=Validation(lambda m: {"val": next(scores)}, monitor="val", patience=2))
     summary = trainer.fit(10)
     assert summary["status"] == "early_stopping" and summary["epochs_completed"] == 4
     assert summary["best"] == {"metric": "val", "value": 2.0, "step": 8}
@@ -64,7 +64,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
 
 def test_validation_every_n_steps_and_max_steps(tmp_path):
     calls = []
-    trainer = _trainer(tmp_path, validate_fn=lambda m: calls.append(m.training) or {"v": 1.0}, validate_every_steps=3)
+    trainer = _trainer(tmp_path, validation=Validation(lambda m: calls.append(m.training) or {"v": 1.0}, every_steps=3))
     summary = trainer.fit(5, max_steps=7)
     assert summary["status"] == "max_steps" and summary["global_step"] == 7
     assert calls == [False, False]  # eval mode during validation, at steps 3 and 6
@@ -84,7 +84,8 @@ def test_callbacks_see_every_step_and_epoch(tmp_path):
         def on_fit_end(self, trainer, summary):
             seen.append(("end", summary["status"], True))
 
-    _trainer(tmp_path, callbacks=[Spy()]).fit(1)
+    _trainer(tmp_path, reporting=Reporting(progress=False, tensorboard=False, handle_signals=False,
+                                          callbacks=[Spy()])).fit(1)
     assert seen == [("step", 1, True), ("step", 2, True), ("step", 3, True), ("step", 4, True),
                     ("epoch", 0, True), ("end", "completed", True)]
 
@@ -98,7 +99,7 @@ def test_new_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
 
 def test_resume_without_checkpoints_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no complete checkpoint"):
-        _trainer(tmp_path, resume=True).fit(1)
+        _trainer(tmp_path, checkpoints=Checkpoints(resume=True)).fit(1)
 
 
 def test_nan_loss_is_a_user_error_naming_the_step(tmp_path):
@@ -111,15 +112,16 @@ def test_nan_loss_is_a_user_error_naming_the_step(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"accumulate_steps": 0}, "accumulation"),
-    ({"batch_size": 0}, "batch size"),
-    ({"batch_size": 64}, "larger than"),
-    ({"monitor": "val"}, "validation function"),
-    ({"precision": "fp8"}, "precision"),
+    (lambda: {"schedule": Schedule(accumulate_steps=0)}, "accumulation"),
+    (lambda: {"batch_size": 0}, "batch size"),
+    (lambda: {"batch_size": 64}, "larger than"),
+    (lambda: {"validation": Validation(monitor="val")}, "validation function"),
+    (lambda: {"validation": Validation(lambda m: {}, monitor="val", mode="up")}, "monitor mode"),
+    (lambda: {"schedule": Schedule(precision="fp8")}, "precision"),
 ])
 def test_bad_settings_are_user_errors(tmp_path, bad, message):
     with pytest.raises(UserError, match=message):
-        _trainer(tmp_path, **bad)
+        _trainer(tmp_path, **bad())
 
 
 def test_precision_on_cpu_is_fp32_unless_bf16_is_asked_for():
@@ -154,5 +156,5 @@ def test_bf16_autocast_reaches_the_step_function(tmp_path):
         seen.append(out.dtype)
         return torch.nn.functional.mse_loss(out.float(), y), {}, x.shape[0]
 
-    _trainer(tmp_path, step_fn=step, precision="bf16").fit(1)
+    _trainer(tmp_path, step_fn=step, schedule=Schedule(precision="bf16")).fit(1)
     assert seen and set(seen) == {torch.bfloat16}

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from samadapt.engine.callbacks import Callback
 from samadapt.engine.distributed import seed_everything
 from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
-from samadapt.engine.trainer import Trainer
+from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
 from samadapt.errors import UserError
 
 
@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     val_x, val_y = data.x[:8], data.y[:8]
     optimizer = torch.optim.AdamW(adamw_param_groups(model, lr=args.lr, weight_decay=0.01))
     trainer = Trainer(
-        model, step_fn, optimizer, run_dir=args.run_dir, train_data=data, batch_size=args.batch_size,
-        accumulate_steps=args.accumulate, grad_clip=1.0,
-        scheduler=lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=2),
-        validate_fn=lambda m: {"val_mse": nn.functional.mse_loss(m(val_x), val_y).item()},
-        monitor="val_mse", checkpoint_every_steps=args.checkpoint_every, keep_last=2,
-        resume=args.resume, deterministic=True, progress=False, tensorboard=False,
-        meta={"lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs},
-        callbacks=[Reporter(args.kill_at_step, args.sleep)],
+        model, step_fn, optimizer, TrainData(data, batch_size=args.batch_size), run_dir=args.run_dir,
+        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=2),
+                          grad_clip=1.0, accumulate_steps=args.accumulate, deterministic=True),
+        validation=Validation(lambda m: {"val_mse": nn.functional.mse_loss(m(val_x), val_y).item()},
+                              monitor="val_mse"),
+        checkpoints=Checkpoints(every_steps=args.checkpoint_every, keep_last=2, resume=args.resume,
+                                meta={"lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs}),
+        reporting=Reporting(progress=False, tensorboard=False, callbacks=[Reporter(args.kill_at_step, args.sleep)]),
     )
     try:
         summary = trainer.fit(args.epochs)
