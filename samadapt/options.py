@@ -105,4 +105,4 @@ def check_fraction(config, name: str, *, low_open: bool = False, high_open: bool
 def check_choice(config, name: str, choices) -> None:
     value = _value(config, name)
     if value not in choices:
-        raise UserError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise UserError(f"{flag(name)} {value!r}: must be one of {', '.join(map(str, choices))}")

@@ -99,7 +99,7 @@ BAD_VALUES = [
     (lambda: PretrainConfig(data=["x"], out="o", num_workers=-2), "--workers -2: must be at least 0"),
     (lambda: FinetuneConfig(data="d", splits="s", out="o", lr=math.inf), "--lr inf: must be a finite number"),
     (lambda: FinetuneConfig(data="d", splits="s", out="o", encoder_lr=0.0), "--encoder-lr 0.0: must be > 0"),
-    (lambda: FinetuneConfig(data="d", splits="s", out="o", keep="first"), "--keep must be one of best, last"),
+    (lambda: FinetuneConfig(data="d", splits="s", out="o", keep="first"), "--keep 'first': must be one of best, last"),
     (lambda: FinetuneConfig(data="d", splits="s", out="o", patience=0), "--patience 0: must be at least 1"),
     (lambda: FinetuneConfig(data="d", splits="s", out="o", warmup_fraction=1.0), "--warmup-fraction 1.0: must be in [0, 1)"),
     (lambda: FewShotConfig(lr=-1e-3), "--lr -0.001: must be > 0"),
