@@ -226,38 +226,69 @@ def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, i
         model: an already built frozen model to use (otherwise built only if something must be encoded).
         on_item: called with (item_id, reused) per item (progress display).
     """
-    from samadapt.engine.atomic import atomic_write_text, ensure_writable_dir
+    from samadapt.engine.atomic import ensure_writable_dir
 
     started = time.perf_counter()
     identity = model_identity(name, weights, image_size)
     out = ensure_writable_dir(out)
     feature_dir = ensure_writable_dir(out / FEATURE_DIR)
-    entries: dict[str, dict] = {}
-    pending: list[tuple[str, dict, object]] = []  # (item_id, entry, unit image) waiting to be encoded
-    encoded = reused = 0
-    encode_seconds = 0.0
+    encoder = _BatchEncoder(out, identity, weights, model, batch_size, on_item)
+    entries, reused = _plan_items(cases, out, identity, encoder, on_item)
+    encoder.flush()
+    if not entries:
+        raise UserError("no images to cache")
+    _write_manifest(out, identity, entries)
+    removed = _remove_stale_features(feature_dir, entries)
+    total = sum(e["bytes"] for e in entries.values())
+    return CacheReport(len(entries), encoder.encoded, reused, removed, total, encoder.seconds,
+                       time.perf_counter() - started)
 
-    def flush() -> None:
-        nonlocal model, encoded, encode_seconds
-        if not pending:
+
+class _BatchEncoder:
+    """Collects the items that must be encoded and encodes them `batch_size` at a time, writing each
+    item's features as soon as its batch is done (an interrupted build keeps them). The model is
+    built only when the first batch is due, so a cache that is already complete never loads it."""
+
+    def __init__(self, out: Path, identity: ModelIdentity, weights, model, batch_size: int,
+                 on_item: Callable[[str, bool], None] | None):
+        self.out, self.identity, self.weights, self.model = out, identity, weights, model
+        self.batch_size, self.on_item = batch_size, on_item
+        self.pending: list[tuple[str, dict, object]] = []  # (item_id, entry, unit image)
+        self.encoded, self.seconds = 0, 0.0
+
+    def add(self, item_id: str, entry: dict, unit) -> None:
+        self.pending.append((item_id, entry, unit))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
             return
-        if model is None:
-            model = build_frozen_model(identity.name, weights, identity.image_size)
-        inputs, boxes = zip(*(model_input(unit, identity.image_size) for _, _, unit in pending))
+        if self.model is None:
+            self.model = build_frozen_model(self.identity.name, self.weights, self.identity.image_size)
+        inputs, boxes = zip(*(model_input(unit, self.identity.image_size) for _, _, unit in self.pending))
         start = time.perf_counter()
         with torch.inference_mode():  # on the model's device (a caller may pass one on the GPU)
-            features = model.encode(torch.stack(inputs).to(next(model.parameters()).device))
-        encode_seconds += time.perf_counter() - start
-        for index, ((item_id, entry, _), box) in enumerate(zip(pending, boxes)):
-            path = out / entry["file"]
-            _write_features(path, {k: v[index] for k, v in features.as_dict().items()}, {"item": item_id, "model": identity.to_dict()})
+            features = self.model.encode(torch.stack(inputs).to(next(self.model.parameters()).device))
+        self.seconds += time.perf_counter() - start
+        for index, ((item_id, entry, _), box) in enumerate(zip(self.pending, boxes)):
+            path = self.out / entry["file"]
+            _write_features(path, {k: v[index] for k, v in features.as_dict().items()},
+                            {"item": item_id, "model": self.identity.to_dict()})
             entry.update(original_hw=list(box.original_hw), resized_hw=list(box.resized_hw), bytes=path.stat().st_size)
-            encoded += 1
-            if on_item is not None:
-                on_item(item_id, False)
-        pending.clear()
+            self.encoded += 1
+            if self.on_item is not None:
+                self.on_item(item_id, False)
+        self.pending.clear()
 
+
+def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncoder,
+                on_item: Callable[[str, bool], None] | None) -> tuple[dict[str, dict], int]:
+    """The manifest entry of every item of `cases`: reused when the previous build left a valid file
+    under the same key, otherwise handed to `encoder`. Returns (entries by item id, reused count)."""
     previous = _previous_entries(out)
+    entries: dict[str, dict] = {}
+    reused = 0
     for case in cases:
         content = file_sha256(case.image)
         units = None
@@ -277,24 +308,29 @@ def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, i
                 continue
             if units is None:  # decode the image/volume only when something of it must be encoded
                 units = unit_images(case)
-            pending.append((item.item_id, entry, units[item.slice_index or 0]))
-            if len(pending) >= batch_size:
-                flush()
-    flush()
-    if not entries:
-        raise UserError("no images to cache")
+            encoder.add(item.item_id, entry, units[item.slice_index or 0])
+    return entries, reused
+
+
+def _write_manifest(out: Path, identity: ModelIdentity, entries: dict[str, dict]) -> None:
+    from samadapt.engine.atomic import atomic_write_text
+
     manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model": identity.to_dict(),
                 "preprocess": PREPROCESS_VERSION, "dtype": str(CACHE_DTYPE).removeprefix("torch."),
                 "entries": entries}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
+def _remove_stale_features(feature_dir: Path, entries: dict[str, dict]) -> int:
+    """Delete the feature files the manifest no longer names (another model, size or image version:
+    no longer valid); returns how many."""
     wanted = {Path(e["file"]).name for e in entries.values()}
     removed = 0
-    for file in feature_dir.iterdir():  # features of another model/size/image version: no longer valid
+    for file in feature_dir.iterdir():
         if file.name not in wanted:
             file.unlink()
             removed += 1
-    total = sum(e["bytes"] for e in entries.values())
-    return CacheReport(len(entries), encoded, reused, removed, total, encode_seconds, time.perf_counter() - started)
+    return removed
 
 
 def _previous_entries(out: Path) -> dict:
