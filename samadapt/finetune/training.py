@@ -107,30 +107,12 @@ def validation_dice(model, loader, num_classes: int, prompt_mode: str) -> dict[s
 
 def finetune(config: FinetuneConfig) -> dict:
     """Train as `config` says; returns the summary also written to RUN_DIR/summary.json."""
-    from samadapt.data.augment import build_augmentation
     from samadapt.data.check import require_readable
-    from samadapt.data.torch_datasets import SegmentationDataset
-    from samadapt.engine import checkpoint as engine_ckpt
-    from samadapt.engine.atomic import check_output_dir
-    from samadapt.engine.callbacks import resolve_precision
     from samadapt.engine.distributed import seed_everything
-    from samadapt.engine.schedule import cosine_with_warmup
-    from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
     from samadapt.finetune.losses import parse_loss
-    from samadapt.modeling.class_prompts import one_hot_targets, presence_targets
-    from samadapt.finetune.prompts import simulate_prompts
-    from samadapt.finetune.recipe import resolve_recipe
-    from samadapt.finetune.runs import CONFIG_FILE, full_size_logits, save_run_model
-    from samadapt.modeling.sources import parse_init
+    from samadapt.finetune.runs import save_run_model
 
-    config.validate()
-    recipe = resolve_recipe(config.recipe, parse_init(config.init).kind, config.lr, config.encoder_lr,
-                            config.layer_decay, config.warmup_fraction)
-    # the device the trainer will pick, so an impossible precision fails before any work
-    resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    out = check_output_dir(config.out)
-    if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise UserError(f"run folder already holds checkpoints: add {flag('resume')} or choose a new {flag('out')}", out)
+    recipe, out = _check_settings(config)
     loss_fn = parse_loss(config.loss)
     dataset, splits, train_cases, val_cases = prepare_data(config)
     require_readable(train_cases + val_cases)  # a broken image or foreign label fails before any model work
@@ -142,61 +124,19 @@ def finetune(config: FinetuneConfig) -> dict:
     counts = model.configure_trainable(config.train, config.freeze_stages)
     groups = model.param_groups(recipe.lr, recipe.encoder_lr, config.weight_decay, recipe.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
-
-    augment = EpochAugmentation(build_augmentation(config.seed, class_names=classes)) if config.augment else None
-    train_data = SegmentationDataset(train_cases * config.repeat, config.image_size, classes, augment=augment)
-    val_data = SegmentationDataset(val_cases, config.image_size, classes)
-    val_loader = torch.utils.data.DataLoader(val_data, batch_size=config.batch_size, shuffle=False)
-    n_classes = len(classes)
-
-    def step_fn(net, batch):
-        prompts = simulate_prompts(batch["mask"], n_classes, config.prompt)
-        target = one_hot_targets(batch["mask"], n_classes)
-        # Losses in fp32 whatever the autocast precision: sigmoids and Dice sums lose too much in bf16.
-        if not config.presence:
-            logits = full_size_logits(net, batch["image"], **prompts).float()
-            return loss_fn(logits, target, batch["valid"]), {}, batch["image"].shape[0]
-        logits, presence = full_size_logits(net, batch["image"], return_presence=True, **prompts)
-        logits, presence = logits.float(), presence.float()
-        segmentation = loss_fn(logits, target, batch["valid"])
-        present = presence_targets(target, batch["valid"])
-        gate = torch.nn.functional.binary_cross_entropy_with_logits(presence, present)
-        return segmentation + gate, {"presence_loss": float(gate.detach())}, batch["image"].shape[0]
-
-    warmup = lambda total: int(round(recipe.warmup_fraction * total))  # noqa: E731
-    trainer = Trainer(
-        model, step_fn, optimizer, TrainData(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
-                                             drop_last=len(train_data) >= config.batch_size), run_dir=out,
-        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
-                          grad_clip=config.grad_clip, precision=config.precision, seed=config.seed),
-        validation=Validation(lambda net: validation_dice(net, val_loader, n_classes, config.prompt),
-                              monitor=VAL_METRIC, mode="max", patience=config.patience),
-        checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings()),
-        reporting=Reporting(progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))]),
-        # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
-        ddp_kwargs={"find_unused_parameters": True},
-    )
+    augment, train_data, val_loader = _build_datasets(config, train_cases, val_cases, classes)
+    step_fn = segmentation_step_fn(loss_fn, len(classes), config.prompt, config.presence)
+    validate_fn = lambda net: validation_dice(net, val_loader, len(classes), config.prompt)  # noqa: E731
+    trainer = _build_trainer(config, model, step_fn, validate_fn, optimizer, train_data, recipe, out)
     if augment is not None:
         augment.epoch_source = lambda: trainer.epoch
     if trainer.is_main:  # under torchrun only rank 0 writes the run folder
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
-                                                   "resolved_recipe": recipe.as_dict(),
-                                                   "train_cases": [c.id for c in train_cases],
-                                                   "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
+        _write_run_config(out, config, classes, recipe, train_cases, val_cases)
     started = time.perf_counter()
     summary = trainer.fit(config.epochs)
     seconds = time.perf_counter() - started
 
-    best = out / "checkpoints" / "best.pt"
-    if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
-        state, _ = engine_ckpt.load_training_state(best)
-        model.load_state_dict(state["model"])
-    info = {"loss": loss_fn.spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
-            "data": str(Path(config.data).resolve()),
-            "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
-            "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
-            "recipe": recipe.as_dict()}
+    _keep_selected_weights(config, model, out)
     result = {**summary, "classes": classes, "parameters": counts, "recipe": recipe.as_dict(), "seconds_this_session": seconds,
               "seconds_per_epoch": seconds / max(1, summary["epochs_completed"] - _resumed_epochs(summary)),
               "model_dir": str(out / "model")}
@@ -204,10 +144,115 @@ def finetune(config: FinetuneConfig) -> dict:
     if trainer.is_main:
         for line in result["warnings"]:
             warn(line)
-        save_run_model(model.eval(), out, info, {**provenance, "command": "finetune", "data": str(config.data),
-                                                 "splits": str(config.splits), "fold": config.fold})
+        save_run_model(model.eval(), out, _run_info(config, dataset.name, loss_fn.spec, recipe, summary),
+                       {**provenance, "command": "finetune", "data": str(config.data),
+                        "splits": str(config.splits), "fold": config.fold})
         (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def _check_settings(config: FinetuneConfig):
+    """(resolved recipe, run folder), after every check that needs no data or model, so that a bad
+    value, an impossible precision or a used run folder fails before any work."""
+    from samadapt.engine.atomic import check_output_dir
+    from samadapt.engine.callbacks import resolve_precision
+    from samadapt.finetune.recipe import resolve_recipe
+    from samadapt.modeling.sources import parse_init
+
+    config.validate()
+    recipe = resolve_recipe(config.recipe, parse_init(config.init).kind, config.lr, config.encoder_lr,
+                            config.layer_decay, config.warmup_fraction)
+    # the device the trainer will pick, so an impossible precision fails before any work
+    resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    out = check_output_dir(config.out)
+    if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise UserError(f"run folder already holds checkpoints: add {flag('resume')} or choose a new {flag('out')}", out)
+    return recipe, out
+
+
+def _build_datasets(config: FinetuneConfig, train_cases, val_cases, classes: list[str]):
+    """(epoch-seeded augmentation or None, training data set, validation loader)."""
+    from samadapt.data.augment import build_augmentation
+    from samadapt.data.torch_datasets import SegmentationDataset
+
+    augment = EpochAugmentation(build_augmentation(config.seed, class_names=classes)) if config.augment else None
+    train_data = SegmentationDataset(train_cases * config.repeat, config.image_size, classes, augment=augment)
+    val_data = SegmentationDataset(val_cases, config.image_size, classes)
+    val_loader = torch.utils.data.DataLoader(val_data, batch_size=config.batch_size, shuffle=False)
+    return augment, train_data, val_loader
+
+
+def segmentation_step_fn(loss_fn, n_classes: int, prompt_mode: str, presence: bool):
+    """The trainer's step: the loss of one batch (plus the presence gate's, when it trains)."""
+    from samadapt.finetune.prompts import simulate_prompts
+    from samadapt.finetune.runs import full_size_logits
+    from samadapt.modeling.class_prompts import one_hot_targets, presence_targets
+
+    def step_fn(net, batch):
+        prompts = simulate_prompts(batch["mask"], n_classes, prompt_mode)
+        target = one_hot_targets(batch["mask"], n_classes)
+        # Losses in fp32 whatever the autocast precision: sigmoids and Dice sums lose too much in bf16.
+        if not presence:
+            logits = full_size_logits(net, batch["image"], **prompts).float()
+            return loss_fn(logits, target, batch["valid"]), {}, batch["image"].shape[0]
+        logits, present_logits = full_size_logits(net, batch["image"], return_presence=True, **prompts)
+        logits, present_logits = logits.float(), present_logits.float()
+        segmentation = loss_fn(logits, target, batch["valid"])
+        present = presence_targets(target, batch["valid"])
+        gate = torch.nn.functional.binary_cross_entropy_with_logits(present_logits, present)
+        return segmentation + gate, {"presence_loss": float(gate.detach())}, batch["image"].shape[0]
+
+    return step_fn
+
+
+def _build_trainer(config: FinetuneConfig, model, step_fn, validate_fn, optimizer, train_data, recipe, out: Path):
+    """The shared trainer: cosine schedule with the recipe's warm-up, validation Dice every epoch
+    (best kept, early stopping with `patience`), curves."""
+    from samadapt.engine.schedule import cosine_with_warmup
+    from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
+
+    warmup = lambda total: int(round(recipe.warmup_fraction * total))  # noqa: E731
+    return Trainer(
+        model, step_fn, optimizer, TrainData(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
+                                             drop_last=len(train_data) >= config.batch_size), run_dir=out,
+        schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=warmup(total)),
+                          grad_clip=config.grad_clip, precision=config.precision, seed=config.seed),
+        validation=Validation(validate_fn, monitor=VAL_METRIC, mode="max", patience=config.patience),
+        checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings()),
+        reporting=Reporting(progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))]),
+        # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
+        ddp_kwargs={"find_unused_parameters": True},
+    )
+
+
+def _write_run_config(out: Path, config: FinetuneConfig, classes, recipe, train_cases, val_cases) -> None:
+    from samadapt.finetune.runs import CONFIG_FILE
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps({**config.run_settings(), "classes": classes,
+                                               "resolved_recipe": recipe.as_dict(),
+                                               "train_cases": [c.id for c in train_cases],
+                                               "val_cases": [c.id for c in val_cases]}, indent=2) + "\n")
+
+
+def _keep_selected_weights(config: FinetuneConfig, model, out: Path) -> None:
+    """With `keep best`, load the weights of the epoch with the best validation Dice; with `last`,
+    the model stays as training left it."""
+    from samadapt.engine import checkpoint as engine_ckpt
+
+    best = out / "checkpoints" / "best.pt"
+    if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
+        state, _ = engine_ckpt.load_training_state(best)
+        model.load_state_dict(state["model"])
+
+
+def _run_info(config: FinetuneConfig, dataset_name: str, loss_spec: str, recipe, summary: dict) -> dict:
+    """What the saved model folder records about how it was trained."""
+    return {"loss": loss_spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
+            "data": str(Path(config.data).resolve()),
+            "dataset": dataset_name, "train": config.train, "prompt": config.prompt,
+            "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
+            "recipe": recipe.as_dict()}
 
 
 def learning_warnings(summary: dict) -> list[str]:
