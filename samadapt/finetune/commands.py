@@ -44,6 +44,7 @@ def finetune(
     warmup_fraction: float | None = config_option(FinetuneConfig, "warmup_fraction", help="Linear warm-up, as a fraction of all steps (default: from --recipe)."),
     weight_decay: float = config_option(FinetuneConfig, "weight_decay"),
     grad_clip: float = config_option(FinetuneConfig, "grad_clip", help="Clip the gradient norm to this value (0: off)."),
+    grad_accumulation: int = config_option(FinetuneConfig, "grad_accumulation", help="Sum the gradients of N batches into one optimiser step (global batch = batch size x devices x N)."),
     tokens_per_class: int = config_option(FinetuneConfig, "tokens_per_class", help="Learned prompt tokens per class."),
     prompt: str = config_option(FinetuneConfig, "prompt", help="Also train with prompts simulated from the masks: none, box or points."),
     presence: bool = typer.Option(default_of(FinetuneConfig, "presence"), "--presence/--no-presence", help="SAM2: train the object-score head to say whether each class is in the image; absent classes then predict an empty mask."),
@@ -75,7 +76,7 @@ def finetune(
         data=str(data), splits=str(splits), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
         loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         recipe=recipe, encoder_lr=encoder_lr, layer_decay=layer_decay, warmup_fraction=warmup_fraction,
-        weight_decay=weight_decay, grad_clip=grad_clip, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
+        weight_decay=weight_decay, grad_clip=grad_clip, grad_accumulation=grad_accumulation, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     config.validate()

@@ -48,6 +48,9 @@ class FinetuneConfig:
     # budget, so that in cross-validation the held-out fold is scored but never used for selection.
     keep: str = "best"
     grad_clip: float | None = 1.0  # 0 or None: no clipping
+    # batches whose gradients are summed into one optimiser step: the batch of a larger GPU on a
+    # smaller one (global batch = batch_size x processes x grad_accumulation; docs/distributed.md)
+    grad_accumulation: int = 1
     # "auto": bf16 autocast on GPUs that have it, fp32 on CPU; "bf16" opts in on CPU too (faster on
     # CPUs with bf16 units, results differ slightly from fp32); see engine.callbacks.resolve_precision
     precision: str = "auto"
@@ -61,7 +64,7 @@ class FinetuneConfig:
 
         check_choice(self, "prompt", PROMPT_MODES)
         check_choice(self, "keep", KEEP_CHOICES)
-        for name in ("epochs", "batch_size", "repeat", "patience", "tokens_per_class"):
+        for name in ("epochs", "batch_size", "grad_accumulation", "repeat", "patience", "tokens_per_class"):
             check_at_least(self, name, 1)
         for name in ("fold", "freeze_stages", "num_workers"):
             check_at_least(self, name, 0)
@@ -79,4 +82,8 @@ class FinetuneConfig:
         settings = asdict(self)
         for key in ("out", "resume", "progress", "num_workers"):
             settings.pop(key)
+        # the trainer checks it on resume as its own `accumulate_steps`; leaving it out here keeps
+        # the stored settings of runs without accumulation the same as they have always been
+        if settings["grad_accumulation"] == 1:
+            settings.pop("grad_accumulation")
         return settings

@@ -29,6 +29,7 @@ def pretrain(
     weight_decay: float = config_option(PretrainConfig, "weight_decay", help="AdamW weight decay (not on biases, norms, embeddings)."),
     warmup_epochs: float | None = config_option(PretrainConfig, "warmup_epochs", help=f"Linear warm-up before the cosine decay, in epochs (default: {DEFAULT_WARMUP_EPOCHS:g}, or all of a shorter run)."),
     grad_clip: float = config_option(PretrainConfig, "grad_clip", help="Clip the gradient norm to this value (0: off)."),
+    grad_accumulation: int = config_option(PretrainConfig, "grad_accumulation", help="Sum the gradients of N batches into one optimiser step (global batch = batch size x devices x N)."),
     seed: int = config_option(PretrainConfig, "seed", help="Seed for weights, data order and masks."),
     checkpoint_every: int = config_option(PretrainConfig, "checkpoint_every", help="Also save a resumable checkpoint every N steps (0: only per epoch)."),
     recon_every: int = config_option(PretrainConfig, "recon_every", help="Write recon/epoch-XXXX.png every K epochs and at the end (0: never)."),
@@ -59,7 +60,7 @@ def pretrain(
     config = PretrainConfig(
         data=[str(d) for d in data], out=str(out), model=model, image_size=image_size, init=init,
         mask_ratio=mask_ratio, path=path, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
+        warmup_epochs=warmup_epochs, grad_clip=grad_clip, grad_accumulation=grad_accumulation, seed=seed, checkpoint_every=checkpoint_every,
         recon_every=recon_every, num_workers=workers,
     )
     summary = run_pretrain(config, resume=resume)

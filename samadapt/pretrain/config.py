@@ -35,6 +35,8 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float | None = None  # None: DEFAULT_WARMUP_EPOCHS, at most --epochs (see `warmup`)
     grad_clip: float = 1.0
+    # batches whose gradients are summed into one optimiser step (docs/distributed.md)
+    grad_accumulation: int = 1
     seed: int = 0
     patch_size: int = 16
     decoder_dim: int = 256
@@ -52,7 +54,7 @@ class PretrainConfig:
         unit_grid(self.image_size)
         if self.path not in MAE_PATHS:
             raise UserError(f"{flag('path')} must be sparse or dense, got {self.path!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "grad_accumulation"):
             check_at_least(self, name, 1)
         check_positive(self, "lr")
         for name in ("weight_decay", "grad_clip", "warmup_epochs", "recon_every", "checkpoint_every"):
@@ -75,4 +77,8 @@ class PretrainConfig:
         key = asdict(self)
         for free in ("epochs", "command", "recon_every", "checkpoint_every", "num_workers", "out"):
             key.pop(free)
+        # the trainer checks it on resume as its own `accumulate_steps`; leaving it out here keeps
+        # the stored settings of runs without accumulation the same as they have always been
+        if key["grad_accumulation"] == 1:
+            key.pop("grad_accumulation")
         return key

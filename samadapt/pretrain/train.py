@@ -126,7 +126,8 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
         return out.loss, {}, pixels.shape[0]
 
     optimizer = make_optimizer(mae, config.lr, config.weight_decay)
-    steps_per_epoch = len(dataset) // config.batch_size  # drop_last; refined by the trainer under DDP
+    # drop_last; refined by the trainer under DDP; a short last accumulation group is still a step
+    steps_per_epoch = -(-(len(dataset) // config.batch_size) // config.grad_accumulation)
 
     def scheduler(opt, total_steps):
         warmup = min(total_steps, round(config.warmup() * max(1, total_steps // config.epochs)))
@@ -136,7 +137,8 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
                                       seed=config.seed, mask_ratio=config.mask_ratio)
     trainer = Trainer(
         mae, step_fn, optimizer, TrainData(dataset, batch_size=config.batch_size, num_workers=config.num_workers),
-        run_dir=run_dir, schedule=Schedule(scheduler, grad_clip=config.grad_clip, seed=config.seed),
+        run_dir=run_dir, schedule=Schedule(scheduler, grad_clip=config.grad_clip, accumulate_steps=config.grad_accumulation,
+                                           seed=config.seed),
         checkpoints=Checkpoints(every_steps=config.checkpoint_every or None, resume=resume, meta=config.resume_key(),
                                 may_differ=("epochs",)),
         reporting=Reporting(progress=progress, callbacks=[pictures, CurvePlot(("train_loss",))]),
