@@ -53,7 +53,7 @@ def finetune(
     seed: int = config_option(FinetuneConfig, "seed"),
     patience: int | None = config_option(FinetuneConfig, "patience", help="Stop after this many epochs without a better val Dice."),
     keep: str = config_option(FinetuneConfig, "keep", help="Model to save: best (by val Dice) or last (fixed budget; honest cross-validation)."),
-    precision: str = config_option(FinetuneConfig, "precision", help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 (also on CPU: ~1.4x faster with bf16 units) or fp16 (GPU)."),
+    precision: str = config_option(FinetuneConfig, "precision", help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 (also on CPU: faster with bf16 units, see docs/benchmarks.md) or fp16 (GPU)."),
     workers: int = config_option(FinetuneConfig, "num_workers", help="Data loader worker processes."),
     resume: bool = config_option(FinetuneConfig, "resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),

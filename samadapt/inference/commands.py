@@ -29,7 +29,7 @@ def predict(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
-    precision: str = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (1.6-1.9x faster on CPUs with bf16 units, ~1e-2 feature error)."),
+    precision: str = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (faster on CPUs with bf16 units, less exact; docs/benchmarks.md has both measured)."),
 ) -> None:
     """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
     import json
