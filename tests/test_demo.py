@@ -198,3 +198,12 @@ def test_an_interrupted_stage_stops_the_demo():
     assert stop_if_interrupted({"status": "completed"}) == {"status": "completed"}
     with pytest.raises(KeyboardInterrupt):
         stop_if_interrupted({"status": "interrupted"})
+
+
+@pytest.mark.parametrize("low, high, word", [(0.01, 0.05, "helped"), (-0.05, -0.01, "hurt"),
+                                             (-0.02, 0.03, "No clear difference"), (float("nan"), float("nan"), "Too few")])
+def test_report_says_whether_pretraining_helped(low, high, word):
+    from samadapt.report.demo_report import verdict
+
+    comparison = {"comparisons": [{"class": "mean over classes", "ci_low": low, "ci_high": high}]}
+    assert word in verdict(comparison)

@@ -180,7 +180,8 @@ def _compare_section(out: Path, results: dict) -> str:
     comparison = results["compare"]
     columns = ["structure", "cases", "Dice, random init", "Dice, MAE init", "difference", "95% CI low",
                "95% CI high", "Wilcoxon p"]
-    body = "<h3>All test cases</h3>" + table(columns, _comparison_rows(comparison["comparisons"]))
+    body = f"<p><b>{esc(verdict(comparison))}</b></p>"
+    body += "<h3>All test cases</h3>" + table(columns, _comparison_rows(comparison["comparisons"]))
     if comparison.get("with_reference"):
         body += ("<h3>Only the test cases with something to find</h3>"
                  + table(columns, _comparison_rows(comparison["with_reference"]["comparisons"])))
@@ -193,6 +194,19 @@ def _compare_section(out: Path, results: dict) -> str:
                    "intervals are expected. The second table leaves out the cases whose reference is empty: "
                    "there, marking nothing scores a perfect 1, which can carry a difference on its own.")
     return section("Step 4 — Does pre-training help? Paired comparison", explanation, body, "compare")
+
+
+def verdict(comparison: dict) -> str:
+    """One sentence on the mean-over-classes difference: helped, hurt or no clear difference."""
+    row = next((r for r in comparison["comparisons"] if r["class"] == "mean over classes"), None)
+    if row is None or row["ci_low"] != row["ci_low"]:  # NaN: too few cases for an interval
+        return "Too few paired test cases to tell whether pre-training helped."
+    if row["ci_low"] > 0:
+        return "MAE pre-training helped: the 95% confidence interval of the difference lies above zero."
+    if row["ci_high"] < 0:
+        return ("At this budget MAE pre-training hurt: the 95% confidence interval lies below zero. "
+                "docs/results.md (MAE budget curve) shows how the difference moves with longer pre-training.")
+    return "No clear difference at this budget: the 95% confidence interval includes zero."
 
 
 def _fewshot_section(out: Path, results: dict, plot_png: Path) -> str:
