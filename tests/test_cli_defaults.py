@@ -6,13 +6,13 @@ Walks the typer app's click parameters; an option belongs to a config field when
 
 from __future__ import annotations
 
+from cli_commands import all_commands  # tests/cli_commands.py
+
 import math
 from dataclasses import fields
 
 import pytest
-import typer
 
-from samadapt.cli import build_app
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings, FewShotConfig
 from samadapt.finetune.config import FinetuneConfig
@@ -20,15 +20,7 @@ from samadapt.options import default_of, field_of_flag, flag
 from samadapt.pretrain.config import PretrainConfig
 
 
-def _walk(group, prefix=()):
-    for name, command in sorted(group.commands.items()):
-        if hasattr(command, "commands"):
-            yield from _walk(command, (*prefix, name))
-        else:
-            yield " ".join((*prefix, name)), command
-
-
-COMMANDS = dict(_walk(typer.main.get_command(build_app())))
+COMMANDS = all_commands()
 
 # command, the config its options fill, and fields it must offer as options
 PAIRS = [

@@ -7,10 +7,10 @@ the splits `--part train|val|test`, the starting weights `--init` (grammar in
 
 from __future__ import annotations
 
-import pytest
-import typer
+from cli_commands import all_commands  # tests/cli_commands.py
 
-from samadapt.cli import build_app
+import pytest
+
 from samadapt.errors import UserError
 from samadapt.modeling.sources import INIT_DEFAULT, INIT_KINDS, InitSource, parse_init
 
@@ -33,15 +33,7 @@ EXPECTED = {
 }
 
 
-def _walk(group, prefix=()):
-    for name, command in sorted(group.commands.items()):
-        if hasattr(command, "commands"):
-            yield from _walk(command, (*prefix, name))
-        else:
-            yield " ".join((*prefix, name)), command
-
-
-COMMANDS = dict(_walk(typer.main.get_command(build_app())))
+COMMANDS = all_commands()
 
 
 def _options(command):
