@@ -145,6 +145,8 @@ CASES = [
     Case("splits-file-not-json", "finetune --data fa --splits bad/a_file --out run", "cannot read splits"),
     Case("finetune-unknown-train-mode", f"finetune {FA} --out run --train everything", "--train must be one of"),
     Case("finetune-layer-decay-above-one", f"finetune {FA} --out run --layer-decay 2", "layer_decay must be in (0, 1]"),
+    Case("finetune-unknown-recipe", f"finetune {FA} --out run --init random --recipe mae", "--recipe 'mae'"),
+    Case("finetune-warmup-fraction-one", f"finetune {FA} --out run --warmup-fraction 1", "--warmup-fraction"),
     Case("finetune-init-runs-code", f"finetune {FA} --out run --init sam2:bad/runs_code.pt", "refusing to load"),
     Case("finetune-mask-with-foreign-label", "finetune --data fa_foreign --splits fa/splits.json --out run "
          "--image-size 64 --epochs 1", "label values outside the class list: 7"),
