@@ -22,16 +22,12 @@ from pathlib import Path
 
 
 def _finetune_arm(out: Path, budget, data: dict, label: str, init: str, seed: int) -> dict:
-    from samadapt.demo.pipeline import MODEL, finetune_precision
-    from samadapt.finetune.training import FinetuneConfig, finetune
+    from samadapt.demo.pipeline import finetune_config
+    from samadapt.finetune.training import finetune
 
     run = out / label
     if not (run / "summary.json").is_file():
-        finetune(FinetuneConfig(
-            data=data["dataset"], splits=data["splits"], out=str(run), model=MODEL, image_size=budget.finetune_size,
-            init=init, loss="dice+bce", train=budget.finetune_train, epochs=budget.finetune_epochs,
-            batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed, keep="best", progress=False,
-            presence=budget.finetune_presence, precision=finetune_precision(budget)))
+        finetune(finetune_config(run, budget, data, init, seed, progress=False))
     summary = json.loads((run / "summary.json").read_text())
     return {"run": str(run), "init": init, "best_val_dice": summary["best"]["value"], "recipe": summary.get("recipe")}
 

@@ -147,18 +147,13 @@ def _count_pretrain_images(sources: list[str], size: int) -> int:
 def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: int) -> dict:
     """Train from random weights and from the MAE encoder with the same budget, then score both
     on the held-out test cases."""
-    from samadapt.finetune.training import FinetuneConfig, finetune
+    from samadapt.finetune.training import finetune
 
     precision = finetune_precision(budget)
     runs = {}
     for label, init in zip(RUN_LABELS, ("random", f"mae:{pretrain['run']}")):
         run_dir = out / "finetune" / label
-        config = FinetuneConfig(
-            data=data["dataset"], splits=data["splits"], out=str(run_dir), model=MODEL,
-            image_size=budget.finetune_size, init=init, loss="dice+bce", train=budget.finetune_train,
-            epochs=budget.finetune_epochs, batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed,
-            keep="best", progress=True, presence=budget.finetune_presence, precision=precision,
-        )
+        config = finetune_config(run_dir, budget, data, init, seed)
         print(f"    {label}: {budget.finetune_epochs} epochs, {budget.finetune_train} trains, lr {budget.finetune_lr:g}, "
               f"recipe {'pretrained' if init != 'random' else 'scratch'}, {'bf16 autocast' if precision == 'bf16' else 'fp32'}")
         summary = stop_if_interrupted(finetune(config))
@@ -168,6 +163,18 @@ def run_finetuning(out: Path, budget: Budget, data: dict, pretrain: dict, seed: 
                        "seconds_per_epoch": summary["seconds_per_epoch"], "parameters": summary["parameters"],
                        "curves_csv": str(run_dir / "epoch.csv"), "precision": precision}
     return runs
+
+
+def finetune_config(run_dir: Path, budget: Budget, data: dict, init: str, seed: int, progress: bool = True):
+    """The fine-tuning settings every arm of the demo shares; only the start (`init`) differs."""
+    from samadapt.finetune.training import FinetuneConfig
+
+    return FinetuneConfig(
+        data=data["dataset"], splits=data["splits"], out=str(run_dir), model=MODEL,
+        image_size=budget.finetune_size, init=init, loss="dice+bce", train=budget.finetune_train,
+        epochs=budget.finetune_epochs, batch_size=budget.finetune_batch, lr=budget.finetune_lr, seed=seed,
+        keep="best", progress=progress, presence=budget.finetune_presence, precision=finetune_precision(budget),
+    )
 
 
 def finetune_precision(budget: Budget) -> str:
