@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml Makefile | $(VENV)/bin/python
 # Test-only references: Meta's SAM2 code (PyPI `sam2`, an unofficial upload) and `segment-anything`
 # build the official architectures so checkpoint conversion can be checked against them. They are
 # installed without their dependencies because both want torchvision, which samadapt does not need.
-$(TEST_STAMP): $(STAMP) requirements-test-reference.txt
+$(TEST_STAMP): $(STAMP) requirements-test-reference.txt requirements-nnunet.txt
 	$(PIP) install -e ".[test]"
+	$(PIP) install --no-deps "nnunetv2==2.8.1" "dynamic-network-architectures==0.4.4"
+	$(PIP) install "$(TORCH_SPEC)" -r requirements-nnunet.txt
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-deps --no-build-isolation -r requirements-test-reference.txt
 	$(PIP) install "hydra-core>=1.3,<1.4" "iopath>=0.1.10" "omegaconf>=2.3,<2.4" "antlr4-python3-runtime==4.9.3"
 	touch $@

@@ -30,6 +30,7 @@ EXPECTED = {
     "fewshot train": {"splits"},
     "fewshot evaluate": {"splits", "part"},
     "fewshot baseline": {"splits", "part", "init"},
+    "baseline nnunet": {"splits", "part"},
 }
 
 

@@ -187,6 +187,19 @@ CASES = [
          "not a pre-training run folder"),
     Case("fewshot-baseline-unknown-prompt", "fewshot baseline --data anat2d --out out --prompt lasso",
          "--prompt must be one of point, box"),
+    # ---------------------------------------------------------------- baseline nnunet
+    Case("nnunet-3d-configuration-on-2d-data", "baseline nnunet --data anat2d --splits anat2d/splits.json "
+         "--out out --configuration 3d_fullres", "--configuration 3d_fullres needs a 3D dataset"),
+    Case("nnunet-unknown-configuration", "baseline nnunet --data anat2d --splits anat2d/splits.json --out out "
+         "--configuration 3d_lowres", "--configuration must be one of 2d, 3d_fullres"),
+    Case("nnunet-zero-iterations", "baseline nnunet --data anat2d --splits anat2d/splits.json --out out "
+         "--iterations-per-epoch 0", "--iterations-per-epoch 0: must be at least 1"),
+    Case("nnunet-out-not-empty", "baseline nnunet --data anat2d --splits anat2d/splits.json --out fa",
+         "fa: output folder is not empty"),
+    Case("nnunet-unlabeled-data", "baseline nnunet --data anat2d/images --splits anat2d/splits.json --out out",
+         "dataset has no masks"),
+    Case("nnunet-fold-outside-splits", "baseline nnunet --data anat2d --splits anat2d/splits.json --out out "
+         "--fold 3", "fold 3 does not exist"),
 ]
 
 # Numbers the training commands refuse (each config's validate()): not finite, out of range, not a number.

@@ -1,0 +1,116 @@
+"""samadapt datasets in nnU-Net v2's raw format, and nnU-Net's predictions back as samadapt masks.
+
+One run holds its own private nnU-Net tree (`raw/`, `preprocessed/`, `results/`), so the dataset id
+is always 1 and nothing is shared with other runs or with the user's own nnU-Net folders.
+
+    raw/Dataset001_<name>/imagesTr/<case>_0000.nii.gz   one file per channel (_0000, _0001, ...)
+                          labelsTr/<case>.nii.gz        index labels 0..K, samadapt's class order
+                          imagesTs/<case>_0000.nii.gz   the cases to predict and score
+                          dataset.json
+
+Every file is NIfTI: 2D images become 2D NIfTI images (nnU-Net's SimpleITK reader treats them as
+2D), volumes keep their affine, so predictions come back on the grid of the input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from samadapt.data.dataset import Case, Dataset
+from samadapt.errors import UserError
+
+DATASET_ID = 1
+FILE_ENDING = ".nii.gz"
+
+
+def dataset_folder_name(dataset: Dataset) -> str:
+    """nnU-Net's folder name: DatasetXXX_Name, the name reduced to letters, digits and underscores."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", dataset.name).strip("_") or "samadapt"
+    return f"Dataset{DATASET_ID:03d}_{name}"
+
+
+def _image_channels(case: Case) -> list[np.ndarray]:
+    """The case's image as a list of single-channel arrays: (H, W) for 2D, (X, Y, Z) for volumes."""
+    image = case.load_image()
+    if case.dims == "3d":
+        return [image] if image.ndim == 3 else [image[..., c] for c in range(image.shape[-1])]
+    return [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
+
+
+def check_convertible(dataset: Dataset, train: list[Case], scored: list[Case]) -> int:
+    """Refuse, in one line, what nnU-Net cannot train on; return the number of channels."""
+    if not train:
+        raise UserError("the training part of this fold has no labelled case", dataset.spec.source)
+    channels = {}
+    for case in train + scored:
+        channels.setdefault(len(_image_channels(case)), case)
+    if len(channels) > 1:
+        (n1, first), (n2, second) = list(channels.items())[:2]
+        raise UserError(f"nnU-Net needs one channel count for every case: {first.id} has {n1}, "
+                        f"{second.id} has {n2}", second.image)
+    present = np.zeros(len(dataset.class_names) + 1, dtype=bool)
+    for case in train:
+        present[np.unique(case.load_mask())] = True
+    missing = [name for name, seen in zip(dataset.class_names, present[1:]) if not seen]
+    if missing:
+        raise UserError(f"classes {missing} have no pixel in the training part of this fold; nnU-Net cannot "
+                        "learn a class it never sees (choose another fold or split)", dataset.spec.source)
+    return next(iter(channels))
+
+
+def _write_nifti(path: Path, array: np.ndarray, case: Case, label: bool) -> None:
+    if case.dims == "3d":
+        from samadapt.data.io import Volume, read_volume, write_label_volume, write_volume
+
+        like = read_volume(case.image)
+        if label:
+            write_label_volume(path, array.astype(np.uint8), like)
+        else:
+            write_volume(path, Volume(np.asarray(array, dtype=np.float32), like.affine, like.header))
+        return
+    import SimpleITK as sitk
+
+    data = array.astype(np.uint8) if label else np.asarray(array, dtype=np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(data), str(path), True)
+
+
+def _write_images(folder: Path, case: Case) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, channel in enumerate(_image_channels(case)):
+        _write_nifti(folder / f"{case.id}_{index:04d}{FILE_ENDING}", channel, case, label=False)
+
+
+def write_raw_dataset(raw_root: Path, dataset: Dataset, train: list[Case], scored: list[Case], n_channels: int) -> Path:
+    """Write the raw nnU-Net dataset (training cases with labels, scored cases without) and return its folder."""
+    folder = raw_root / dataset_folder_name(dataset)
+    for case in train:
+        _write_images(folder / "imagesTr", case)
+        (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+        _write_nifti(folder / "labelsTr" / f"{case.id}{FILE_ENDING}", case.load_mask(), case, label=True)
+    for case in scored:
+        _write_images(folder / "imagesTs", case)
+    modality = dataset.spec.modality
+    # nnU-Net normalises "CT" channels with dataset-wide percentiles and every other name per image
+    channel_names = {str(c): ("CT" if modality.lower() == "ct" else f"{modality}_{c}") for c in range(n_channels)}
+    labels = {"background": 0, **{name: index for index, name in enumerate(dataset.class_names, start=1)}}
+    description = {"channel_names": channel_names, "labels": labels, "numTraining": len(train),
+                   "file_ending": FILE_ENDING, "name": dataset.name}
+    (folder / "dataset.json").write_text(json.dumps(description, indent=1) + "\n")
+    return folder
+
+
+def read_prediction(path: Path, case: Case) -> np.ndarray:
+    """nnU-Net's predicted label file for `case`, on the grid of `case.load_mask()`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"nnU-Net wrote no prediction for case {case.id}: {path}")
+    if case.dims == "3d":
+        from samadapt.data.io import read_volume
+
+        return np.asarray(read_volume(path).data).astype(np.uint8)
+    import SimpleITK as sitk
+
+    return np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).astype(np.uint8)
