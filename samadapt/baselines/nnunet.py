@@ -13,12 +13,15 @@ The run folder is staged and published only when everything succeeded:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -87,11 +90,15 @@ def _run_worker(job_file: Path, env: dict, log_file: Path) -> None:
     with open(log_file, "w", encoding="utf-8") as log, subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as process:
-        for line in process.stdout:
-            log.write(line)
-            tail = (tail + [line.strip()])[-3:]
-            if match := _PROGRESS.search(line):
-                print("nnU-Net " + line[match.start() + 2:].strip(), flush=True)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                tail = (tail + [line.strip()])[-3:]
+                if match := _PROGRESS.search(line):
+                    print("nnU-Net " + line[match.start() + 2:].strip(), flush=True)
+        except BaseException:  # interrupted: nnU-Net must not train on into a deleted staging folder
+            process.kill()
+            raise
         code = process.wait()
     if code:
         raise RuntimeError(f"nnU-Net stopped with exit code {code}: {' | '.join(t for t in tail if t)}")
@@ -119,6 +126,24 @@ def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
     return result.summary
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop) ends the run like Ctrl-C: the child is killed, the staging folder
+    removed, and the CLI exits 130. There is no checkpoint to resume from a shortened nnU-Net run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_nnunet(config: NnunetConfig) -> dict:
     """Convert, train, predict and score; returns the run's summary (also RUN/summary.json)."""
     from samadapt.baselines.nnunet_format import check_convertible, write_raw_dataset
@@ -131,7 +156,7 @@ def run_nnunet(config: NnunetConfig) -> dict:
     dataset, train, scored = _cases(config)
     n_channels = check_convertible(dataset, train, scored)
     started = time.time()
-    with staged_dir(out) as stage:
+    with _terminate_as_interrupt(), staged_dir(out) as stage:
         work = stage.resolve() / "nnunet"
         raw = write_raw_dataset(work / "raw", dataset, train, scored, n_channels)
         job = {"configuration": config.configuration, "epochs": config.epochs,

@@ -118,3 +118,24 @@ def test_one_short_run_trains_predicts_and_is_scored_like_any_model(anatomy2d, t
     assert 0 <= summary["dice"]["mean"] <= 1
     assert not list(tmp_path.glob(".*staging*"))  # published, nothing left in a staging folder
     assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp"), "--resamples", "100"]) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None, reason="nnunetv2 (extra 'nnunet') not installed")
+def test_sigterm_during_training_exits_130_and_leaves_nothing(anatomy2d, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    from samadapt.baselines import nnunet
+
+    def terminated_worker(job_file, env, log_file):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(nnunet, "_run_worker", terminated_worker)
+    code = main(["baseline", "nnunet", "--data", str(anatomy2d[0]), "--splits", str(anatomy2d[1]),
+                 "--out", str(tmp_path / "run")])
+    assert code == 130, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is not None
