@@ -155,6 +155,13 @@ CASES = [
     Case("ablation-unknown-loss", f"ablate-loss {FA} --out out --losses dice,hinge", "unknown presets ['hinge']"),
     Case("ablation-negative-threads", f"ablate-loss {FA} --out out --threads -1", "--threads -1: must be at least 1"),
     Case("finetune-init-bare-path", f"finetune {FA} --out run --init bad/runs_code.pt", "sam2:bad/runs_code.pt"),
+    Case("finetune-lora-option-with-train-all", f"finetune {FA} --out run --train all --lora-rank 4",
+         "--lora-rank applies only to --train lora, not --train all"),
+    Case("finetune-lora-rank-zero", f"finetune {FA} --out run --train lora --lora-rank 0", "--lora-rank 0: must be at least 1"),
+    Case("finetune-lora-target-matches-nothing", f"finetune {FA} --out run --image-size 64 --train lora "
+         "--lora-targets qkv,attention", "--lora-targets 'attention' matches no linear layer"),
+    Case("finetune-lora-on-a-unet", f"finetune {FA} --out run --image-size 64 --model unet --train lora",
+         "the unet baseline has no adapters"),
     Case("ablation-fold-outside-split", f"ablate-loss {FA} --out out --folds 7", "folds [7] are outside the split"),
     # ---------------------------------------------------------------- few-shot
     Case("more-shots-than-images", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 50",
