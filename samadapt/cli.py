@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "samadapt.pretrain.commands",
     "samadapt.finetune.commands",
     "samadapt.fewshot.commands",
+    "samadapt.export.commands",
 )
 
 

@@ -84,14 +84,15 @@ def target_module_names(hf: nn.Module, family: str, settings: LoraSettings) -> l
 def add_lora(base, settings: LoraSettings) -> int:
     """Wrap the target layers of `base` (a `SegmentAnything`) with LoRA in place; returns the number
     of adapter parameters. Seeded by the caller (A is random)."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from samadapt.errors import require_module
 
+    peft = require_module("peft", "lora", f"{flag('train')} lora")
     if settings.rank < 1:
         raise UserError(f"{flag('lora_rank')} {settings.rank}: must be at least 1")
     names = target_module_names(base.hf, base.family, settings)
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, bias="none",
+    config = peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, bias="none",
                         target_modules=names)
-    inject_adapter_in_model(config, base.hf, adapter_name=ADAPTER_NAME)
+    peft.inject_adapter_in_model(config, base.hf, adapter_name=ADAPTER_NAME)
     return sum(p.numel() for n, p in base.hf.named_parameters() if is_lora_parameter(n))
 
 
@@ -100,8 +101,10 @@ def is_lora_parameter(name: str) -> bool:
 
 
 def lora_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    from peft.tuners.lora import LoraLayer
-
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # without peft no model can carry adapters
+        return []
     return [(name, m) for name, m in module.named_modules() if isinstance(m, LoraLayer)]
 
 
