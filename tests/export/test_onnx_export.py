@@ -101,3 +101,17 @@ def test_a_file_from_another_export_is_named(run_and_export, tmp_path):
     stamp_file(tmp_path / "mixed" / "decoder.onnx", "sam2-hiera-small", 64, "decoder")  # copied in from another export
     with pytest.raises(UserError, match="decoder.onnx was exported from sam2-hiera-small"):
         read_onnx_folder(tmp_path / "mixed")
+
+
+@pytest.mark.slow
+def test_int8_encoder_is_opt_in_smaller_and_recorded(run_and_export, tmp_path):
+    from samadapt.export.onnx_export import export_onnx
+    from samadapt.inference.onnx_backend import OnnxSegmenter
+
+    root, fp32 = run_and_export
+    meta = export_onnx(root / "run", tmp_path / "int8", quantize="int8")
+    assert fp32["encoder_quantization"] == "none" and meta["encoder_quantization"] == "int8"
+    assert (tmp_path / "int8" / "encoder.onnx").stat().st_size < (root / "onnx" / "encoder.onnx").stat().st_size / 3
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == sorted(p.name for p in (root / "onnx").iterdir())
+    assert 0 < meta["parity"]["encoder_relative_error"] < 0.5 and 0 <= meta["parity"]["mask_iou"] <= 1
+    assert OnnxSegmenter(tmp_path / "int8").logits(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 2, 16, 16)

@@ -168,6 +168,7 @@ CASES = [
     Case("export-a-run-missing-its-weights", "export --model run_missing --out onnx",
          "run_missing/model/model.safetensors: checkpoint file is missing"),
     Case("export-unknown-format", "export --model unet_run --out onnx --format tflite", "--format 'tflite'"),
+    Case("export-unknown-quantization", "export --model unet_run --out onnx --quantize int4", "--quantize 'int4'"),
     Case("export-nothing-there", "export --model no_such_run --out onnx", "no_such_run: not found"),
     Case("predict-onnx-file-of-another-variant", "predict --backend onnxruntime --model onnx_mixed --input bad/ok.png "
          "--out out", "encoder.onnx was exported from sam2-hiera-small at 64 px, but this folder is sam2-hiera-tiny"),
