@@ -155,3 +155,18 @@ def loaded_is_plain(model) -> bool:
     from samadapt.modeling.lora import has_lora
 
     return not has_lora(model)
+
+
+@pytest.mark.parametrize("name", ["sam2-hiera-tiny", "sam-vit-base"])
+def test_every_role_names_layers_of_both_families(name):
+    from samadapt.modeling.lora import TARGET_ROLES, LoraSettings, target_module_names
+    from samadapt.modeling.registry import build_hf_model, get_spec
+
+    with torch.device("meta"):  # names only: no memory, no weights
+        hf = build_hf_model(name)
+    family = get_spec(name).family
+    for role in TARGET_ROLES:
+        names = target_module_names(hf, family, LoraSettings(targets=(role,)))
+        assert names and all(".mask_decoder." not in f".{n}" for n in names), role
+    with_decoder = target_module_names(hf, family, LoraSettings(targets=("qkv",), decoder=True))
+    assert any(n.startswith("mask_decoder.transformer.") for n in with_decoder)
