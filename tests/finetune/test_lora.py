@@ -3,6 +3,7 @@ checkpoints and resume."""
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import pytest
@@ -16,14 +17,25 @@ TINY = ["--model", "sam2-hiera-tiny", "--image-size", "64", "--batch-size", "2",
 HIERA_T_BLOCK_DIMS = [(96, 96)] * 1 + [(96, 192)] + [(192, 192)] + [(192, 384)] + [(384, 384)] * 6 + [(384, 768)] + [(768, 768)]
 
 
-def _segmenter(settings, classes=("a", "b")):
-    from samadapt.modeling.class_prompts import ClassPromptSegmenter
-    from samadapt.modeling.lora import add_lora
+@pytest.fixture(scope="module")
+def base64():
+    """One Hiera-T at 64 px; each test adapts its own copy (building one takes seconds)."""
     from samadapt.modeling.registry import build_model
 
-    model = ClassPromptSegmenter(build_model("sam2-hiera-tiny", 64), list(classes), tokens_per_class=2)
-    add_lora(model.base, settings)
-    return model
+    return build_model("sam2-hiera-tiny", 64)
+
+
+@pytest.fixture
+def make_segmenter(base64):
+    def make(settings, classes=("a", "b")):
+        from samadapt.modeling.class_prompts import ClassPromptSegmenter
+        from samadapt.modeling.lora import add_lora
+
+        model = ClassPromptSegmenter(copy.deepcopy(base64), list(classes), tokens_per_class=2)
+        add_lora(model.base, settings)
+        return model
+
+    return make
 
 
 def _perturb_adapters(model):
@@ -34,10 +46,10 @@ def _perturb_adapters(model):
                 param.normal_(std=0.05)
 
 
-def test_only_adapters_prompts_and_decoder_get_gradients_and_change():
+def test_only_adapters_prompts_and_decoder_get_gradients_and_change(make_segmenter):
     from samadapt.modeling.lora import LoraSettings
 
-    model = _segmenter(LoraSettings(rank=2, targets=("qkv",)))
+    model = make_segmenter(LoraSettings(rank=2, targets=("qkv",)))
     counts = model.configure_trainable("lora")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(".lora_" in n or n == "class_prompts" or n.startswith("base.hf.mask_decoder.") for n in trainable)
@@ -57,10 +69,10 @@ def test_only_adapters_prompts_and_decoder_get_gradients_and_change():
     assert any(".lora_B." in n for n in changed) and "class_prompts" in changed
 
 
-def test_lora_decoder_freezes_the_decoder_transformer_but_not_its_head():
+def test_lora_decoder_freezes_the_decoder_transformer_but_not_its_head(make_segmenter):
     from samadapt.modeling.lora import LoraSettings
 
-    model = _segmenter(LoraSettings(rank=2, targets=("mlp",), decoder=True))
+    model = make_segmenter(LoraSettings(rank=2, targets=("mlp",), decoder=True))
     model.configure_trainable("lora")
     params = dict(model.named_parameters())
     transformer = "base.hf.mask_decoder.transformer."
@@ -71,15 +83,14 @@ def test_lora_decoder_freezes_the_decoder_transformer_but_not_its_head():
     assert not params["base.hf.vision_encoder.backbone.blocks.0.mlp.proj_in.base_layer.weight"].requires_grad
 
 
-def test_merged_copy_predicts_the_same_with_the_plain_layer_names():
+def test_merged_copy_predicts_the_same_with_the_plain_layer_names(make_segmenter, base64):
     from samadapt.modeling.lora import LoraSettings, has_lora, merged_copy
-    from samadapt.modeling.registry import build_model
 
-    model = _segmenter(LoraSettings(rank=4, decoder=True)).eval()
+    model = make_segmenter(LoraSettings(rank=4, decoder=True)).eval()
     _perturb_adapters(model)
     merged = merged_copy(model.base)
     assert not has_lora(merged.hf) and has_lora(model.base.hf)  # the trained model keeps its adapters
-    assert set(merged.hf.state_dict()) == set(build_model("sam2-hiera-tiny", 64).hf.state_dict())
+    assert set(merged.hf.state_dict()) == set(base64.hf.state_dict())
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = model(pixels)
@@ -87,11 +98,11 @@ def test_merged_copy_predicts_the_same_with_the_plain_layer_names():
         torch.testing.assert_close(model(pixels), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_saved_run_loads_as_a_plain_run_with_the_same_predictions(tmp_path):
+def test_saved_run_loads_as_a_plain_run_with_the_same_predictions(make_segmenter, tmp_path):
     from samadapt.finetune.runs import ADAPTER_DIR, load_finetune_run, save_run_model
     from samadapt.modeling.lora import LoraSettings
 
-    model = _segmenter(LoraSettings(rank=4))
+    model = make_segmenter(LoraSettings(rank=4))
     model.configure_trainable("lora")
     _perturb_adapters(model)
     model.eval()
@@ -108,11 +119,11 @@ def test_saved_run_loads_as_a_plain_run_with_the_same_predictions(tmp_path):
     ({"targets": ("attention",)}, "--lora-targets 'attention' matches no linear layer"),
     ({"rank": 0}, "--lora-rank 0"),
 ])
-def test_bad_adapters_are_refused(settings, message):
+def test_bad_adapters_are_refused(make_segmenter, settings, message):
     from samadapt.modeling.lora import LoraSettings
 
     with pytest.raises(UserError, match=message):
-        _segmenter(LoraSettings(**settings))
+        make_segmenter(LoraSettings(**settings))
 
 
 def test_lora_options_need_train_lora():
