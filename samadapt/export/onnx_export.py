@@ -4,9 +4,10 @@ The graphs are traced by `torch.onnx.export` with the TorchScript exporter (`dyn
 exports transformers' Sam2Model/SamModel parts as they are, with the batch axis dynamic. The
 encoder graph is `SegmentAnything.encode` (SAM2: the stride-16 map with `no_mem_embed` and the
 decoder's `conv_s0`/`conv_s1` projections of the stride-4/8 maps, exactly what the mask decoder
-takes). The decoder graph of a run is `ClassPromptSegmenter`'s decoding step with its class prompts
-as constants (and the presence gate, when the run trained one); for plain weights it takes one box
-per image. After writing, both graphs are run through onnxruntime on a random batch of two and
+takes). The decoder graph of a fine-tuning run is `ClassPromptSegmenter`'s decoding step with its class
+prompts as constants (and the presence gate, when the run trained one); of a few-shot run, the same
+with the tokens its prompter makes of the stored prototypes; for plain weights it takes one box per
+image. After writing, both graphs are run through onnxruntime on a random batch of two and
 compared with PyTorch; the relative errors are stored in samadapt-onnx.json.
 """
 
@@ -51,20 +52,22 @@ def _features(embedding, high_res) -> ImageFeatures:
 
 
 class ClassDecoderGraph(nn.Module):
-    """Features -> logits (B, C, S/4, S/4) of a `ClassPromptSegmenter`, prompts as constants."""
+    """Features -> logits (B, C, S/4, S/4): one query per class with fixed prompt tokens (C, T, 256),
+    a fine-tuning run's class prompts or the tokens a few-shot run's prompter makes of its
+    prototypes; `presence`: gate absent classes as `ClassPromptSegmenter` does in eval mode."""
 
-    def __init__(self, segmenter):
+    def __init__(self, base, tokens: torch.Tensor, presence: bool = False):
         super().__init__()
-        self.segmenter = segmenter
+        self.base, self.presence = base, presence
+        self.register_buffer("tokens", tokens.detach().clone())
 
     def forward(self, embedding, *high_res):
         from samadapt.modeling.class_prompts import gate_absent
 
-        model = self.segmenter
-        tokens = model.class_prompts.unsqueeze(0).expand(embedding.shape[0], -1, -1, -1)  # (B, C, T, 256)
-        out = model.base.decode(_features(embedding, high_res), prompt_tokens=tokens, multimask=False)
+        tokens = self.tokens.unsqueeze(0).expand(embedding.shape[0], -1, -1, -1)  # (B, C, T, 256)
+        out = self.base.decode(_features(embedding, high_res), prompt_tokens=tokens, multimask=False)
         logits = out.logits[:, :, 0]
-        return gate_absent(logits, out.object_score[..., 0]) if model.presence else logits
+        return gate_absent(logits, out.object_score[..., 0]) if self.presence else logits
 
 
 class BoxDecoderGraph(nn.Module):
@@ -87,25 +90,44 @@ def _is_run_model_folder(path: Path) -> bool:
 
 
 def load_export_source(source: str | Path, image_size: int | None):
-    """(kind, network to export, facts) for a run folder or weights (file or model folder)."""
-    from samadapt.finetune.runs import is_run_dir, load_finetune_run, refuse_fewshot_run
+    """(kind, SegmentAnything, decoder graph, facts) for a fine-tuning or few-shot run folder, or
+    for weights (file or model folder)."""
+    from samadapt.finetune.runs import is_run_dir, load_finetune_run
 
     path = Path(source)
     if not path.exists():
-        raise UserError("not found: give a fine-tuning run folder or a weights file/folder", path)
+        raise UserError("not found: give a fine-tuning or few-shot run folder or a weights file/folder", path)
+    if _is_fewshot_run(path):
+        if image_size is not None:
+            raise UserError(f"--image-size {image_size}: a few-shot run is exported at its own size", path)
+        from samadapt.fewshot.predict import load_fewshot_run
+
+        run = load_fewshot_run(path)
+        with torch.no_grad():
+            tokens = run.segmenter.prompter(run.prototypes, 1)[0]  # (C, T, 256)
+        base = run.segmenter.sam.eval()
+        return "class-prompts", base, ClassDecoderGraph(base, tokens), {"classes": run.classes, "presence": False}
     if is_run_dir(path) or _is_run_model_folder(path):
         run = load_finetune_run(path, image_size=image_size)
         if run.model.kind != "sam":
             raise UserError(f"the {run.model.name} baseline is a U-Net, not Segment Anything: ONNX export covers "
                             "SAM/SAM2 runs (export it with torch.onnx yourself)", path)
-        return "class-prompts", run.model, {"classes": run.class_names, "presence": bool(run.model.presence)}
-    refuse_fewshot_run(path)
+        model = run.model.eval()
+        return "class-prompts", model.base, ClassDecoderGraph(model.base, model.class_prompts, model.presence), {
+            "classes": run.class_names, "presence": bool(model.presence)}
     from samadapt.modeling.loading import load_model
 
-    base = load_model(weights=path, image_size=image_size)
+    base = load_model(weights=path, image_size=image_size).eval()
     if hasattr(base.mask_decoder, "dynamic_multimask_via_stability"):
         base.mask_decoder.dynamic_multimask_via_stability = False  # a traced graph keeps one branch
-    return "box", base, {"classes": None, "presence": False}
+    return "box", base, BoxDecoderGraph(base), {"classes": None, "presence": False}
+
+
+def _is_fewshot_run(path: Path) -> bool:
+    from samadapt.modeling.model_folder import METADATA_FILE, read_metadata
+
+    folder = path / "model"
+    return (folder / METADATA_FILE).is_file() and "fewshot" in read_metadata(folder).get("extra_config", {})
 
 
 def _export(graph: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
@@ -148,11 +170,9 @@ def export_onnx(source: str | Path, out: str | Path, image_size: int | None = No
     require_module("onnx", "onnx", "ONNX export")
     require_module("onnxruntime", "onnx", "checking the export")
     out = check_output_dir(out)
-    kind, network, facts = load_export_source(source, image_size)
-    network = network.eval()
-    base = network.base if kind == "class-prompts" else network
+    kind, base, decoder, facts = load_export_source(source, image_size)
+    decoder = decoder.eval()
     size, names = base.image_size, feature_names(base.family)
-    decoder = ClassDecoderGraph(network) if kind == "class-prompts" else BoxDecoderGraph(base)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(2, 3, size, size, generator=generator)  # (2, 3, S, S)
     with torch.no_grad():

@@ -71,6 +71,29 @@ def test_predict_with_onnxruntime_writes_the_masks_of_the_torch_backend(run_and_
 
 
 @pytest.mark.slow
+def test_fewshot_run_exports_its_prototype_tokens(tmp_path):
+    from samadapt.export.onnx_export import export_onnx
+    from samadapt.fewshot.predict import load_fewshot_run
+    from samadapt.inference.onnx_backend import OnnxSegmenter
+    from samadapt.modeling.model_folder import save_model_folder
+    from samadapt.modeling.prototypes import PrototypePrompter, SupportPrototypes
+    from samadapt.modeling.registry import build_model
+
+    torch.manual_seed(2)
+    prototypes = SupportPrototypes(torch.randn(2, 3, 256), torch.randn(3, 256))
+    extra = {f"prompter.{k}": v for k, v in PrototypePrompter(256).state_dict().items()}
+    save_model_folder(build_model("sam2-hiera-tiny", 64), tmp_path / "run" / "model", {"command": "fewshot train"},
+                      extra_tensors={**extra, **prototypes.as_tensors()}, extra_config={"fewshot": {"classes": ["a", "b"]}})
+    meta = export_onnx(tmp_path / "run", tmp_path / "onnx")
+    assert meta["kind"] == "class-prompts" and meta["classes"] == ["a", "b"]
+    run = load_fewshot_run(tmp_path / "run")
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = run.segmenter(run.segmenter.sam.encode(pixels), run.prototypes)  # (2, 2, 16, 16)
+    assert relative_error(OnnxSegmenter(tmp_path / "onnx").logits(pixels.numpy()), expected) <= TOLERANCE
+
+
+@pytest.mark.slow
 def test_plain_weights_export_a_box_decoder(run_and_export, tmp_path):
     from samadapt.export.onnx_export import export_onnx
     from samadapt.inference.onnx_backend import OnnxSegmenter
