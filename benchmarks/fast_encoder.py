@@ -144,11 +144,11 @@ def _onnx_encoders(model, size: int, folder: Path, threads: int) -> dict:
     int8 (`export --quantize int8`); `threads` intra-op threads (1: all work on the calling thread)."""
     import onnxruntime as ort
 
-    from samadapt.export.onnx_export import EncoderGraph, _export, feature_names, quantize_encoder
+    from samadapt.export.onnx_export import EncoderGraph, export_graph, feature_names, quantize_encoder
 
     fp32, int8 = folder / f"encoder_{size}.onnx", folder / f"encoder_{size}_int8.onnx"
     if not fp32.is_file():
-        _export(EncoderGraph(model), (torch.zeros(1, 3, size, size),), fp32, ["pixel_values"],
+        export_graph(EncoderGraph(model), (torch.zeros(1, 3, size, size),), fp32, ["pixel_values"],
                 feature_names(model.family))
         quantize_encoder(fp32, int8)
     options = ort.SessionOptions()

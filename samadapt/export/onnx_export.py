@@ -130,7 +130,8 @@ def _is_fewshot_run(path: Path) -> bool:
     return (folder / METADATA_FILE).is_file() and "fewshot" in read_metadata(folder).get("extra_config", {})
 
 
-def _export(graph: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+def export_graph(graph: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    """Trace `graph` on `args` into the .onnx file `path`, axis 0 of every input and output dynamic."""
     import warnings
 
     axes = {name: {0: "batch"} for name in inputs + outputs}
@@ -191,12 +192,12 @@ def export_onnx(source: str | Path, out: str | Path, image_size: int | None = No
             "source": str(Path(source).resolve()), "files": {}}
     with staged_dir(out) as stage:
         if quantize == "int8":
-            _export(EncoderGraph(base), (pixels[:1],), stage / "encoder.fp32.onnx", ["pixel_values"], names)
+            export_graph(EncoderGraph(base), (pixels[:1],), stage / "encoder.fp32.onnx", ["pixel_values"], names)
             quantize_encoder(stage / "encoder.fp32.onnx", stage / ENCODER_FILE)
             (stage / "encoder.fp32.onnx").unlink()
         else:
-            _export(EncoderGraph(base), (pixels[:1],), stage / ENCODER_FILE, ["pixel_values"], names)
-        _export(decoder, decoder_args, stage / DECODER_FILE, decoder_inputs, ["logits"])
+            export_graph(EncoderGraph(base), (pixels[:1],), stage / ENCODER_FILE, ["pixel_values"], names)
+        export_graph(decoder, decoder_args, stage / DECODER_FILE, decoder_inputs, ["logits"])
         for file, part in ((ENCODER_FILE, "encoder"), (DECODER_FILE, "decoder")):
             stamp_file(stage / file, base.name, size, part)
             meta["files"][file] = sha256_file(stage / file)
