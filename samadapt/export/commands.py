@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    model: Path = typer.Option(..., "--model", "-m", help="A fine-tuning run folder (class prompts baked into the decoder) or SAM/SAM2 weights (file or model folder; the decoder then takes a box)."),
+    model: Path = typer.Option(..., "--model", "-m", help="A fine-tuning or few-shot run folder (class prompts or prototype tokens baked into the decoder), or SAM/SAM2 weights (file or model folder; the decoder then takes a box)."),
     out: Path = typer.Option(..., "--out", "-o", help="Export folder: encoder.onnx, decoder.onnx, samadapt-onnx.json."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     image_size: int | None = typer.Option(None, "--image-size", help="Input size to export at (default: the model's own)."),
