@@ -6,7 +6,10 @@ are timed in interleaved rounds (A, B, C, A, B, C, ...) after warm-up, so a load
 shared machine hits all of them alike. Reported: medians, the Meta/fast ratio (median of per-round
 ratios), GFLOP/s as a fraction of the fp32 matmul throughput measured in the same run, the largest
 relative error against Meta's decoder inputs, the opt-in bf16 fast path (speed and error) next to
-the fp32 ceiling (Meta's time over the time of all FLOPs at the measured matmul peak), the same comparison on one thread by CPU time (steady
+the fp32 ceiling (Meta's time over the time of all FLOPs at the measured matmul peak), the encoder
+exported as `samadapt export` writes it run in onnxruntime in fp32 and with `--quantize int8` (speed,
+feature error, and the IoU of box-prompted masks decoded from each path's features against those from
+the fp32 plain path), the same comparison on one thread by CPU time (steady
 when other jobs share the machine), peak RSS, machine load, where the time goes
 (torch.profiler, grouped), the few-shot decoder's per-image time and the `predict` pipeline
 (read -> preprocess -> encode -> decode -> resize -> write) with and without the fast path.
@@ -136,6 +139,36 @@ def matmul_gflops_per_cpu_second(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def _onnx_encoders(model, size: int, folder: Path, threads: int) -> dict:
+    """name -> onnxruntime session of `model`'s encoder as `samadapt export` writes it: fp32, and
+    int8 (`export --quantize int8`); `threads` intra-op threads (1: all work on the calling thread)."""
+    import onnxruntime as ort
+
+    from samadapt.export.onnx_export import EncoderGraph, export_graph, feature_names, quantize_encoder
+
+    fp32, int8 = folder / f"encoder_{size}.onnx", folder / f"encoder_{size}_int8.onnx"
+    if not fp32.is_file():
+        export_graph(EncoderGraph(model), (torch.zeros(1, 3, size, size),), fp32, ["pixel_values"],
+                feature_names(model.family))
+        quantize_encoder(fp32, int8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return {name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for name, path in (("ort_fp32", fp32), ("ort_int8", int8))}
+
+
+def _box_mask_iou(model, features, reference) -> float:
+    """IoU of the box-prompted masks (logit > 0) decoded from `features` against those decoded
+    from `reference` (both tuples in `ImageFeatures` order), one box over the central half."""
+    from samadapt.modeling.segment_anything import ImageFeatures
+
+    size = model.image_size
+    boxes = torch.tensor([[[size / 4, size / 4, 3 * size / 4, 3 * size / 4]]])
+    masks = [model.decode(ImageFeatures(f[0], tuple(f[1:])), boxes=boxes).logits > 0 for f in (features, reference)]
+    union = (masks[0] | masks[1]).sum()
+    return float((masks[0] & masks[1]).sum() / union) if union else 1.0
+
+
 def measure_size(size: int, rounds: int) -> dict:
     from sam2.build_sam import build_sam2
     from torch.utils.flop_counter import FlopCounterMode
@@ -153,26 +186,34 @@ def measure_size(size: int, rounds: int) -> dict:
         fast = accelerate(load_model(MODEL, weights=path, image_size=size).eval(), compile=False)
         bf16 = accelerate(load_model(MODEL, weights=path, image_size=size).eval(), compile=False, precision="bf16")
     pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    onnx_dir = Path(tempfile.mkdtemp(prefix="fast_encoder_onnx."))
+    sessions = _onnx_encoders(plain, size, onnx_dir, torch.get_num_threads())
+    feed = {"pixel_values": pixels.numpy()}
     runs = {
         "meta": lambda: _meta_features(meta, pixels),
         "plain": lambda: plain.encode(pixels),
         "fast": lambda: fast.encode(pixels),
         "fast_bf16": lambda: bf16.encode(pixels),
+        **{name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()},
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
     load_before = os.getloadavg()
     with torch.inference_mode():
         reference = runs["meta"]()
         outputs = {name: runs[name]() for name in ("plain", "fast", "fast_bf16")}  # also the warm-up
-        errors = {
-            name: max(_rel(a, b) for a, b in zip((f.embedding, *f.high_res), reference)) for name, f in outputs.items()
-        }
+        outputs = {name: (f.embedding, *f.high_res) for name, f in outputs.items()}
+        outputs.update({name: tuple(torch.from_numpy(a) for a in runs[name]()) for name in sessions})
+        errors = {name: max(_rel(a, b) for a, b in zip(f, reference)) for name, f in outputs.items()}
+        # what users see: masks decoded from each path's features against those from the fp32 plain path
+        mask_iou = {name: _box_mask_iou(plain, f, outputs["plain"]) for name, f in outputs.items() if name != "plain"}
         for _ in range(rounds):
             for name, fn in runs.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-        single = _single_thread_cpu_seconds(runs, max(3, rounds // 2))
+        single_sessions = _onnx_encoders(plain, size, onnx_dir, 1)
+        single_runs = {**runs, **{name: (lambda s=session: s.run(None, feed)) for name, session in single_sessions.items()}}
+        single = _single_thread_cpu_seconds(single_runs, max(3, rounds // 2))
         counter = FlopCounterMode(display=False)
         with counter:
             plain.encode(pixels)
@@ -193,6 +234,8 @@ def measure_size(size: int, rounds: int) -> dict:
         "meta_over_fast_per_round": per_round,
         "plain_over_fast": statistics.median(p / f for p, f in zip(times["plain"], times["fast"])),
         "meta_over_fast_bf16": statistics.median(m / f for m, f in zip(times["meta"], times["fast_bf16"])),
+        **{f"meta_over_{name}": statistics.median(m / o for m, o in zip(times["meta"], times[name])) for name in sessions},
+        "box_mask_iou_vs_plain_fp32": mask_iou,
         "gflop_counted": counted / 1e9,  # torch.utils.flop_counter: matmuls + convolutions
         "gflop_attention": attention / 1e9,  # not seen by the flop counter on CPU
         "max_rel_error_vs_meta": errors,
@@ -289,6 +332,12 @@ def run(quick: bool = False) -> dict:
             "fp32_ceiling": row["seconds"]["meta"] / (total / matmul),
             "bf16_s": row["seconds"]["fast_bf16"], "meta/bf16": row["meta_over_fast_bf16"],
             "bf16_err": row["max_rel_error_vs_meta"]["fast_bf16"],
+            "bf16_mask_iou": row["box_mask_iou_vs_plain_fp32"]["fast_bf16"],
+            **{key: value for name in ("ort_fp32", "ort_int8") for key, value in (
+                (f"{name}_s", row["seconds"][name]), (f"meta/{name}", row[f"meta_over_{name}"]),
+                (f"1thr_meta/{name}", row["single_thread_cpu_seconds"]["meta"] / row["single_thread_cpu_seconds"][name]),
+                (f"{name}_err", row["max_rel_error_vs_meta"][name]),
+                (f"{name}_mask_iou", row["box_mask_iou_vs_plain_fp32"][name]))},
         })
         row["meta_over_ideal_fp32"] = table[-1]["fp32_ceiling"]
     print_table(f"{MODEL} encoder: Meta vs samadapt fast path (fp32 matmul {matmul:.0f} GFLOP/s, "
@@ -310,6 +359,9 @@ def run(quick: bool = False) -> dict:
     }
     targets["meta/fast>=2.0_single_thread_cpu"] = first["meta_over_fast_single_thread"] >= 2.0
     targets["meta/fast_bf16>=2.0 (error ~1e-2, opt-in)"] = first["meta_over_fast_bf16"] >= 2.0
+    targets["meta/ort_int8>=2.0 (opt-in)"] = first["meta_over_ort_int8"] >= 2.0
+    # random weights: the masks of a trained model (FFA/JSRT frames) are the real test, not run here
+    targets["ort_int8_box_mask_iou>=0.99 (random weights)"] = first["box_mask_iou_vs_plain_fp32"]["ort_int8"] >= 0.99
     result = {"model": MODEL, "matmul_gflops": matmul, "matmul_gflops_bf16": matmul_bf16, "matmul_gflops_single_thread_cpu": matmul_single, "matmul_gflops_before": matmul_before,
               "matmul_gflops_after": matmul_after, "rows": rows, "decoder_and_predict": extra,
               "targets_met": targets}

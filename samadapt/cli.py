@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "samadapt.finetune.commands",
     "samadapt.fewshot.commands",
     "samadapt.baselines.commands",
+    "samadapt.export.commands",
 )
 
 

@@ -29,3 +29,13 @@ def warn(message: str) -> None:
     """One line on stderr for what the user must know but that does not stop the command (a number
     that may mislead, a silent default): stdout stays the command's result."""
     print(f"samadapt: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def require_module(module: str, extra: str, purpose: str):
+    """Import an optional dependency, or say in one line which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{purpose} needs the {module} package: pip install 'samadapt[{extra}]'") from None

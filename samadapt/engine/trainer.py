@@ -77,6 +77,7 @@ class Trainer(ResumableState):
         self.grad_clip, self.accumulate_steps = schedule.grad_clip, schedule.accumulate_steps
         self.validate_every_steps, self.checkpoint_every_steps = validation.every_steps, checkpoints.every_steps
         self.keep_last, self.resume = checkpoints.keep_last, checkpoints.resume
+        self.trainable_only = checkpoints.trainable_only
         self.resume_may_differ = tuple(checkpoints.may_differ)
         progress = reporting.progress
         self.callbacks = list(reporting.callbacks) + ([EpochLine()] if progress else [])
@@ -316,7 +317,7 @@ class Trainer(ResumableState):
             self.best_value, self.best_step, self.bad_validations = value, self.global_step, 0
             if self.is_main:
                 ckpt.write_checkpoint_file(
-                    self.checkpoint_dir / "best.pt", {"model": dist_utils.unwrap(self.model).state_dict(),
+                    self.checkpoint_dir / "best.pt", {"model": self.model_state(),
                                                       "metrics": dict(self.last_validation)},
                     self.meta, step=self.global_step, epoch=self.epoch)
         else:

@@ -15,13 +15,26 @@ from samadapt.engine import distributed as dist_utils
 from samadapt.errors import UserError
 
 
+def load_model_state(model, state: Mapping, trainable_only: bool = False) -> None:
+    """Load a checkpoint's model part; with `trainable_only` it must hold every trainable parameter
+    of `model` and nothing else (the frozen rest stays as built)."""
+    if not trainable_only:
+        model.load_state_dict(state)
+        return
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(state) != trainable:
+        raise UserError(f"checkpoint holds other trainable parameters than the model ({len(set(state) ^ trainable)} "
+                        "differ): it was saved by a run with other adapters or other --train settings")
+    model.load_state_dict(state, strict=False)
+
+
 class ResumableState:
     """Mixed into `Trainer`, whose set-up provides every attribute used here."""
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly; call on every rank (RNG states are gathered)."""
         return {
-            "model": dist_utils.unwrap(self.model).state_dict(),
+            "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -33,8 +46,15 @@ class ResumableState:
                         "epoch_images": self._epoch_images},
         }
 
+    def model_state(self) -> dict:
+        """The model's part of a checkpoint: its state dict, or its trainable parameters only."""
+        model = dist_utils.unwrap(self.model)
+        if not self.trainable_only:
+            return model.state_dict()
+        return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
     def load_state_dict(self, state: Mapping) -> None:
-        dist_utils.unwrap(self.model).load_state_dict(state["model"])
+        load_model_state(dist_utils.unwrap(self.model), state["model"], self.trainable_only)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self._load_scheduler(state["scheduler"])

@@ -33,7 +33,11 @@ def finetune(
     image_size: int = config_option(FinetuneConfig, "image_size", help="Model input size in pixels."),
     init: str = config_option(FinetuneConfig, "init", help=init_help()),
     loss: str = config_option(FinetuneConfig, "loss", help="Loss spec, e.g. dice+bce, 0.8*dice+0.2*focal, tversky(alpha=0.3,beta=0.7)."),
-    train: str = config_option(FinetuneConfig, "train", help="What trains: all, decoder (prompts + mask decoder) or encoder-decoder."),
+    train: str = config_option(FinetuneConfig, "train", help="What trains: all, decoder (prompts + mask decoder), encoder-decoder, or lora (LoRA adapters on the encoder + prompts + mask decoder)."),
+    lora_rank: int = config_option(FinetuneConfig, "lora_rank", help="--train lora: rank of each adapter."),
+    lora_alpha: float = config_option(FinetuneConfig, "lora_alpha", help="--train lora: adapter scale is alpha / rank."),
+    lora_targets: str = config_option(FinetuneConfig, "lora_targets", help="--train lora: trunk layers that get adapters: qkv, proj, mlp (comma-separated), or module-name endings."),
+    lora_decoder: bool = typer.Option(default_of(FinetuneConfig, "lora_decoder"), "--lora-decoder/--no-lora-decoder", help="--train lora: adapters on the mask decoder's transformer too (its own weights then stay frozen; its output head trains)."),
     freeze_stages: int = config_option(FinetuneConfig, "freeze_stages", help="encoder-decoder: keep the trunk's first N stages frozen."),
     epochs: int = config_option(FinetuneConfig, "epochs"),
     batch_size: int = config_option(FinetuneConfig, "batch_size"),
@@ -74,7 +78,8 @@ def finetune(
     parse_init(init, command="finetune")
     config = FinetuneConfig(
         data=str(data), splits=str(splits), out=str(out), fold=fold, model=model, image_size=image_size, init=init,
-        loss=loss, train=train, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
+        loss=loss, train=train, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
+        lora_decoder=lora_decoder, freeze_stages=freeze_stages, epochs=epochs, batch_size=batch_size, lr=lr,
         recipe=recipe, encoder_lr=encoder_lr, layer_decay=layer_decay, warmup_fraction=warmup_fraction,
         weight_decay=weight_decay, grad_clip=grad_clip, grad_accumulation=grad_accumulation, tokens_per_class=tokens_per_class, prompt=prompt, presence=presence, augment=augment, repeat=repeat, seed=seed, patience=patience,
         keep=keep, precision=precision, num_workers=workers, resume=resume,

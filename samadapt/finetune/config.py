@@ -13,6 +13,7 @@ from samadapt.options import (check_at_least, check_choice, check_finite, check_
                               check_positive, flag)
 
 KEEP_CHOICES = ("best", "last")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_decoder")
 
 
 @dataclass
@@ -27,6 +28,12 @@ class FinetuneConfig:
     loss: str = "dice+bce"
     train: str = "decoder"
     freeze_stages: int = 0
+    # --train lora (modeling/lora.py): adapters of this rank and scale (alpha / rank) on the trunk
+    # layers named by lora_targets, and on the mask decoder's transformer with lora_decoder
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = "qkv,proj,mlp"
+    lora_decoder: bool = False
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-4
@@ -74,8 +81,28 @@ class FinetuneConfig:
             check_non_negative(self, name)
         check_finite(self, "layer_decay")  # its range depends on the recipe (finetune/recipe.py)
         check_fraction(self, "warmup_fraction", high_open=True)
+        self._validate_lora()
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"{flag('image_size')} {self.image_size}: must be a positive number of pixels")
+
+    def _validate_lora(self) -> None:
+        from samadapt.modeling.lora import parse_targets
+
+        if self.train != "lora":
+            for name in LORA_FIELDS:
+                if getattr(self, name) != getattr(FinetuneConfig, name):
+                    raise UserError(f"{flag(name)} applies only to {flag('train')} lora, not {flag('train')} {self.train}")
+            return
+        check_at_least(self, "lora_rank", 1)
+        check_positive(self, "lora_alpha")
+        parse_targets(self.lora_targets)
+
+    def lora_settings(self):
+        """The adapters of `--train lora` as `modeling.lora.LoraSettings`."""
+        from samadapt.modeling.lora import LoraSettings, parse_targets
+
+        return LoraSettings(rank=self.lora_rank, alpha=float(self.lora_alpha), targets=parse_targets(self.lora_targets),
+                            decoder=self.lora_decoder)
 
     def run_settings(self) -> dict:
         """What must not change when a run is resumed (everything but the output and resume flags)."""
@@ -86,4 +113,7 @@ class FinetuneConfig:
         # the stored settings of runs without accumulation the same as they have always been
         if settings["grad_accumulation"] == 1:
             settings.pop("grad_accumulation")
+        if self.train != "lora":  # likewise for the settings of runs that train no adapters
+            for name in LORA_FIELDS:
+                settings.pop(name)
         return settings

@@ -11,6 +11,11 @@ below the decoder's, and a warm-up. The two recipes:
                  blocks, 10 % warm-up; decoder and class prompts at --lr
     auto         pretrained for --init sam2:/mae:/ckpt:, scratch for --init random (the default)
 
+With `--train lora` the encoder trains only through LoRA adapters whose B starts at zero: the start
+is the pre-trained model whatever the rate, and the low-rank update already limits how far the
+features move, which is what the lower encoder rate and layer decay do for full fine-tuning. So the
+adapters train at --lr in every block (no layer decay); the warm-up stays the recipe's.
+
 An explicit `--encoder-lr`, `--layer-decay` or `--warmup-fraction` overrides its part of the recipe.
 The values of `pretrained` were chosen on validation frames of the demo's phantoms (docs/finetune.md
 has the comparison); the recipe a run used is written into its config and summary.
@@ -18,7 +23,7 @@ has the comparison); the recipe a run used is written into its config and summar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from samadapt.errors import UserError
 from samadapt.options import flag
@@ -54,14 +59,17 @@ class ResolvedRecipe:
 
 
 def resolve_recipe(recipe: str, init_kind: str, lr: float, encoder_lr: float | None = None,
-                   layer_decay: float | None = None, warmup_fraction: float | None = None) -> ResolvedRecipe:
+                   layer_decay: float | None = None, warmup_fraction: float | None = None,
+                   adapters: bool = False) -> ResolvedRecipe:
     """The recipe `recipe` ('auto' picks by `init_kind`, the part of --init before ':'), with the
-    explicitly given values taking precedence."""
+    explicitly given values taking precedence; `adapters`: the encoder trains LoRA adapters only."""
     if recipe not in RECIPES:
         raise UserError(f"{flag('recipe')} {recipe!r}: choose {', '.join(RECIPES)}")
     if recipe == "auto":
         recipe = "pretrained" if init_kind in PRETRAINED_INITS else "scratch"
     base = PRETRAINED if recipe == "pretrained" else SCRATCH
+    if adapters:
+        base = replace(base, name=f"{base.name}-lora", encoder_lr_scale=1.0, layer_decay=None)
     if warmup_fraction is not None and not 0 <= warmup_fraction < 1:
         raise UserError(f"{flag('warmup_fraction')} {warmup_fraction}: must be in [0, 1)")
     # layer decay 1.0 is "no decay": store it as None so the optimiser groups stay the plain ones

@@ -8,6 +8,9 @@ Layout of RUN_DIR::
                        the class prompts (C, T, 256) in extra.safetensors and the run facts under
                        `extra_config.finetune`;
                        baseline: baseline.safetensors + finetune.json
+                       --train lora: the adapters merged into the weights, so it reads like any other
+    adapter/           --train lora only: adapter.safetensors, the trainable tensors alone (LoRA A/B,
+                       class prompts, decoder parts; peft's names) + adapter.json (settings, sizes)
     checkpoints/       training state (resume), best.pt
     train.csv, epoch.csv, tb/, curves.png, summary.json
 """
@@ -29,6 +32,9 @@ CONFIG_FILE = "config.json"
 PROMPTS_KEY = "class_prompts"
 BASELINE_WEIGHTS = "baseline.safetensors"
 BASELINE_INFO = "finetune.json"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_INFO = "adapter.json"
 
 
 @dataclass
@@ -52,10 +58,16 @@ def save_run_model(model, run_dir: Path, info: dict, provenance: dict) -> Path:
     if model.kind == "sam":
         from samadapt.modeling.model_folder import save_model_folder
 
+        from samadapt.modeling.lora import has_lora, merged_copy
+
         info["tokens_per_class"] = int(model.class_prompts.shape[1])
         info["presence"] = bool(model.presence)
-        return save_model_folder(model.base, folder, provenance, extra_tensors={PROMPTS_KEY: model.class_prompts},
-                               extra_config={"finetune": info})
+        base = model.base
+        if has_lora(base.hf):
+            save_adapter(model, run_dir, info)
+            base = merged_copy(base)
+        return save_model_folder(base, folder, provenance, extra_tensors={PROMPTS_KEY: model.class_prompts},
+                                 extra_config={"finetune": info})
     from safetensors.torch import save_file
 
     info["model"] = model.name
@@ -64,6 +76,23 @@ def save_run_model(model, run_dir: Path, info: dict, provenance: dict) -> Path:
         save_file(tensors, str(stage / BASELINE_WEIGHTS))
         (stage / BASELINE_INFO).write_text(json.dumps({**info, "provenance": provenance}, indent=2) + "\n")
     return folder
+
+
+def save_adapter(model, run_dir: Path, info: dict) -> Path:
+    """RUN_DIR/adapter: the trainable tensors of a LoRA run alone (what differs from its --init)."""
+    from safetensors.torch import save_file
+
+    from samadapt.engine.atomic import sha256_file, staged_dir
+    from samadapt.modeling.lora import trainable_state
+
+    tensors = trainable_state(model)
+    with staged_dir(Path(run_dir) / ADAPTER_DIR) as stage:
+        save_file(tensors, str(stage / ADAPTER_WEIGHTS))
+        record = {"lora": info.get("lora"), "class_names": list(model.class_names), "tensors": len(tensors),
+                  "parameters": sum(t.numel() for t in tensors.values()),
+                  "bytes": (stage / ADAPTER_WEIGHTS).stat().st_size, "sha256": sha256_file(stage / ADAPTER_WEIGHTS)}
+        (stage / ADAPTER_INFO).write_text(json.dumps(record, indent=2) + "\n")
+    return Path(run_dir) / ADAPTER_DIR
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -67,6 +67,8 @@ def build_finetune_model(config: FinetuneConfig, class_names: list[str]):
             raise UserError(f"{flag('prompt')} {config.prompt}: the {config.model} baseline takes no prompts")
         if config.presence:
             raise UserError(f"{flag('presence')}: the {config.model} baseline has no presence head")
+        if config.train == "lora":
+            raise UserError(f"{flag('train')} lora: the {config.model} baseline has no adapters; use {flag('train')} all")
         return ConvBaseline(config.model, class_names, config.image_size), {"init": "random"}
     from samadapt.finetune.init import build_base
     from samadapt.modeling.class_prompts import ClassPromptSegmenter
@@ -81,6 +83,10 @@ def build_finetune_model(config: FinetuneConfig, class_names: list[str]):
                             f"{prompts.shape[1]}")
         with torch.no_grad():
             model.class_prompts.copy_(prompts)
+    if config.train == "lora":
+        from samadapt.modeling.lora import add_lora
+
+        add_lora(model.base, config.lora_settings())
     return model, start.provenance
 
 
@@ -147,6 +153,10 @@ def finetune(config: FinetuneConfig) -> dict:
         save_run_model(model.eval(), out, _run_info(config, dataset.name, loss_fn.spec, recipe, summary),
                        {**provenance, "command": "finetune", "data": str(config.data),
                         "splits": str(config.splits), "fold": config.fold})
+        if config.train == "lora":
+            from samadapt.finetune.runs import ADAPTER_DIR, ADAPTER_INFO
+
+            result["adapter"] = json.loads((out / ADAPTER_DIR / ADAPTER_INFO).read_text())
         (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
@@ -161,7 +171,7 @@ def _check_settings(config: FinetuneConfig):
 
     config.validate()
     recipe = resolve_recipe(config.recipe, parse_init(config.init).kind, config.lr, config.encoder_lr,
-                            config.layer_decay, config.warmup_fraction)
+                            config.layer_decay, config.warmup_fraction, adapters=config.train == "lora")
     # the device the trainer will pick, so an impossible precision fails before any work
     resolve_precision(config.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     out = check_output_dir(config.out)
@@ -219,7 +229,7 @@ def _build_trainer(config: FinetuneConfig, model, step_fn, validate_fn, optimize
                           grad_clip=config.grad_clip, accumulate_steps=config.grad_accumulation,
                           precision=config.precision, seed=config.seed),
         validation=Validation(validate_fn, monitor=VAL_METRIC, mode="max", patience=config.patience),
-        checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings()),
+        checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings(), trainable_only=config.train == "lora"),
         reporting=Reporting(progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))]),
         # Under DDP: parts of SAM's decoder (e.g. the IoU head) get no gradient from the segmentation loss.
         ddp_kwargs={"find_unused_parameters": True},
@@ -240,11 +250,12 @@ def _keep_selected_weights(config: FinetuneConfig, model, out: Path) -> None:
     """With `keep best`, load the weights of the epoch with the best validation Dice; with `last`,
     the model stays as training left it."""
     from samadapt.engine import checkpoint as engine_ckpt
+    from samadapt.engine.trainer_state import load_model_state
 
     best = out / "checkpoints" / "best.pt"
     if config.keep == "best" and best.is_file():  # the best by validation Dice, not the last
         state, _ = engine_ckpt.load_training_state(best)
-        model.load_state_dict(state["model"])
+        load_model_state(model, state["model"], trainable_only=config.train == "lora")
 
 
 def _run_info(config: FinetuneConfig, dataset_name: str, loss_spec: str, recipe, summary: dict) -> dict:
@@ -253,7 +264,7 @@ def _run_info(config: FinetuneConfig, dataset_name: str, loss_spec: str, recipe,
             "data": str(Path(config.data).resolve()),
             "dataset": dataset_name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
-            "recipe": recipe.as_dict()}
+            "recipe": recipe.as_dict(), **({"lora": config.lora_settings().as_dict()} if config.train == "lora" else {})}
 
 
 def learning_warnings(summary: dict) -> list[str]:

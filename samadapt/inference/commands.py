@@ -12,6 +12,7 @@ from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
 # is used whole with --model RUN (its class prompts) rather than as starting weights.
 PREDICT_INIT = ("random", "sam2", "ckpt")
 DEFAULT_MODEL = "sam2-hiera-tiny"
+BACKENDS = ("torch", "onnxruntime")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,7 @@ def predict(
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
     precision: str = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (faster on CPUs with bf16 units, less exact; docs/benchmarks.md has both measured)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: --model is then a folder from `samadapt export --format onnx`."),
 ) -> None:
     """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
     import json
@@ -53,9 +55,14 @@ def predict(
         raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and not fast:
         raise UserError(f"--precision {precision} needs the fast encoder: drop --no-fast")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r}: choose {', '.join(BACKENDS)}")
     source = parse_init(init, PREDICT_INIT, command="predict")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
     check_output_dir(out)
+    if backend == "onnxruntime":
+        _predict_with_onnx(model, source, inputs, out, image_size, box, point, threads)
+        return
     if model is not None and is_run_dir(model):  # a trained run: its learned class prompts segment every class
         _predict_with_run(Path(model), inputs, out, source, image_size, box, point)
         return
@@ -67,6 +74,30 @@ def predict(
     total = sum(seconds.values())
     print(f"wrote {2 * summary['images']} files to {out} ({total / max(1, summary['images']):.2f} s per image; "
           + ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()) + ")")
+    if len(inputs) == 1:
+        print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))
+
+
+def _predict_with_onnx(model: str | None, source, inputs: list[Path], out: Path, image_size, box, point,
+                       threads: int | None) -> None:
+    import json
+
+    from samadapt.errors import UserError
+    from samadapt.export.onnx_folder import is_onnx_folder
+    from samadapt.inference.onnx_backend import check_export_settings, run_predict_onnx
+    from samadapt.inference.predict import Prompt, check_inputs
+
+    if model is None or not is_onnx_folder(model):
+        raise UserError("--backend onnxruntime: --model must be a folder from `samadapt export --format onnx`"
+                        + (f", and {model} is not one" if model else ""))
+    if not source.is_random:
+        raise UserError(f"--backend onnxruntime: the export holds its weights: drop {INIT_OPTION}", model)
+    check_export_settings(Path(model), image_size, box, point)
+    check_inputs(inputs, Prompt(box=tuple(box) if box else None))
+    summary = run_predict_onnx(Path(model), inputs, out, box=tuple(box) if box else None, threads=threads)
+    total = sum(summary["seconds"].values())
+    print(f"wrote {2 * summary['images']} files to {out} with onnxruntime "
+          f"({total / max(1, summary['images']):.2f} s per image)")
     if len(inputs) == 1:
         print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))
 

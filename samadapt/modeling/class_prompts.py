@@ -13,6 +13,9 @@ What trains is chosen with `configure_trainable`:
     encoder-decoder  everything except the trunk's first `freeze_stages` stages (and its patch and
                      position embeddings once any stage is frozen); the prompt encoder stays frozen
                      because the learned tokens replace it
+    lora             class prompts + the LoRA adapters added by `modeling.lora.add_lora` + the mask
+                     decoder; when the decoder's transformer has adapters, its own weights stay frozen
+                     and only its output head (mask tokens, upscaling, hypernetworks, score heads) trains
 `param_groups` gives AdamW groups with a separate encoder learning rate and optional layer-wise decay.
 
 Presence gate (`presence=True`, SAM2 only): SAM2's decoder also predicts an object-presence logit per
@@ -30,7 +33,7 @@ from torch import nn
 from samadapt.errors import UserError
 from samadapt.options import flag
 
-TRAIN_MODES = ("all", "decoder", "encoder-decoder")
+TRAIN_MODES = ("all", "decoder", "encoder-decoder", "lora")
 ENCODER_PREFIX = "base.hf.vision_encoder."
 DEFAULT_TOKENS_PER_CLASS = 4
 
@@ -124,7 +127,9 @@ class ClassPromptSegmenter(nn.Module):
             raise UserError(f"{flag('freeze_stages')} applies only to {flag('train')} encoder-decoder")
         for param in self.parameters():
             param.requires_grad = mode == "all"
-        if mode == "decoder":
+        if mode == "lora":
+            self._train_lora()
+        elif mode == "decoder":
             self.class_prompts.requires_grad = True
             for param in self.base.mask_decoder.parameters():
                 param.requires_grad = True
@@ -143,6 +148,19 @@ class ClassPromptSegmenter(nn.Module):
                         param.requires_grad = False
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"trainable": trainable, "frozen": sum(p.numel() for p in self.parameters()) - trainable}
+
+    def _train_lora(self) -> None:
+        from samadapt.modeling.lora import has_lora, is_lora_parameter, wraps_decoder
+
+        if not has_lora(self.base.hf):
+            raise UserError(f"{flag('train')} lora: the model has no LoRA adapters (modeling.lora.add_lora)")
+        frozen_decoder_part = "transformer." if wraps_decoder(self.base.hf) else None
+        self.class_prompts.requires_grad = True
+        for name, param in self.base.hf.named_parameters():
+            param.requires_grad = is_lora_parameter(name)
+        for name, param in self.base.mask_decoder.named_parameters():
+            if frozen_decoder_part is None or not name.startswith(frozen_decoder_part):
+                param.requires_grad = True  # inside the wrapped transformer, only its adapters train
 
     def layer_id(self, name: str) -> int:
         """Depth of a parameter for layer-wise lr decay: embeddings 0, trunk block i -> i + 1, the

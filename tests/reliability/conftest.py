@@ -85,6 +85,38 @@ def _write_checkpoints(root: Path) -> None:
     weights.write_bytes(bytes(data))
 
 
+def _write_runs_and_exports(root: Path) -> None:
+    """unet_run/ (a U-Net baseline run), run_missing/ (a run whose model.safetensors is gone) and
+    onnx_mixed/ (an export folder whose encoder.onnx came from another variant's export)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from samadapt.engine.atomic import sha256_file
+    from samadapt.export.onnx_folder import stamp_file
+    from samadapt.finetune.runs import save_run_model
+    from samadapt.modeling.unet_baselines import ConvBaseline
+
+    save_run_model(ConvBaseline("unet", ["vessel"], 64), root / "unet_run", {"loss": "dice"}, {"command": "test"})
+    shutil.copytree(root / "ckpt_small", root / "run_missing" / "model")
+    (root / "run_missing" / "model" / "model.safetensors").unlink()
+    folder = root / "onnx_mixed"
+    folder.mkdir()
+    files = {}
+    for name, model in (("encoder.onnx", "sam2-hiera-small"), ("decoder.onnx", "sam2-hiera-tiny")):
+        value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "stub", [value], [out])
+        onnx.save(helper.make_model(graph), str(folder / name))
+        stamp_file(folder / name, model, 64, name.split(".")[0])
+        files[name] = sha256_file(folder / name)
+    (folder / "samadapt-onnx.json").write_text(json.dumps({
+        "format": "samadapt-onnx", "format_version": 1, "kind": "class-prompts", "model": "sam2-hiera-tiny",
+        "family": "sam2", "image_size": 64, "classes": ["vessel"], "files": files,
+        "decoder": {"inputs": ["embedding", "high_res_s4", "high_res_s8"], "outputs": ["logits"]}}))
+
+
 def _dataset_variants(root: Path) -> None:
     import nibabel as nib
 
@@ -123,4 +155,5 @@ def bad_world(tmp_path_factory) -> Path:
     _dataset_variants(root)
     _write_broken_files(root / "bad")
     _write_checkpoints(root)
+    _write_runs_and_exports(root)
     return root

@@ -155,7 +155,26 @@ CASES = [
     Case("ablation-unknown-loss", f"ablate-loss {FA} --out out --losses dice,hinge", "unknown presets ['hinge']"),
     Case("ablation-negative-threads", f"ablate-loss {FA} --out out --threads -1", "--threads -1: must be at least 1"),
     Case("finetune-init-bare-path", f"finetune {FA} --out run --init bad/runs_code.pt", "sam2:bad/runs_code.pt"),
+    Case("finetune-lora-option-with-train-all", f"finetune {FA} --out run --train all --lora-rank 4",
+         "--lora-rank applies only to --train lora, not --train all"),
+    Case("finetune-lora-rank-zero", f"finetune {FA} --out run --train lora --lora-rank 0", "--lora-rank 0: must be at least 1"),
+    Case("finetune-lora-target-matches-nothing", f"finetune {FA} --out run --image-size 64 --train lora "
+         "--lora-targets qkv,attention", "--lora-targets 'attention' matches no linear layer"),
+    Case("finetune-lora-on-a-unet", f"finetune {FA} --out run --image-size 64 --model unet --train lora",
+         "the unet baseline has no adapters"),
     Case("ablation-fold-outside-split", f"ablate-loss {FA} --out out --folds 7", "folds [7] are outside the split"),
+    # ---------------------------------------------------------------- export, predict --backend onnxruntime
+    Case("export-a-unet-run", "export --model unet_run --out onnx", "the unet baseline is a U-Net"),
+    Case("export-a-run-missing-its-weights", "export --model run_missing --out onnx",
+         "run_missing/model/model.safetensors: checkpoint file is missing"),
+    Case("export-unknown-format", "export --model unet_run --out onnx --format tflite", "--format 'tflite'"),
+    Case("export-unknown-quantization", "export --model unet_run --out onnx --quantize int4", "--quantize 'int4'"),
+    Case("export-nothing-there", "export --model no_such_run --out onnx", "no_such_run: not found"),
+    Case("predict-onnx-file-of-another-variant", "predict --backend onnxruntime --model onnx_mixed --input bad/ok.png "
+         "--out out", "encoder.onnx was exported from sam2-hiera-small at 64 px, but this folder is sam2-hiera-tiny"),
+    Case("predict-onnx-not-an-export", "predict --backend onnxruntime --model ckpt_small --input bad/ok.png --out out",
+         "--model must be a folder from `samadapt export --format onnx`"),
+    Case("predict-unknown-backend", "predict --backend tensorrt --input bad/ok.png --out out", "--backend 'tensorrt'"),
     # ---------------------------------------------------------------- few-shot
     Case("more-shots-than-images", "fewshot train --data anat2d --cache anat2d_cache --out run --shots 50",
          "--shots 50 is more than the 4 labelled images"),
