@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from samadapt.data.infer import propose_description
-from samadapt.data.io import file_stem, list_files, read_image, read_volume
+from samadapt.data.io import file_stem, list_files, read_image
+from samadapt.data.volumes import read_volume
 from samadapt.data.masks import LAYOUTS, ClassInfo, MaskLayout, load_index_mask
 from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samadapt.data.io import file_stem, is_image_file, is_volume_file, list_files, read_image, read_volume
+from samadapt.data.io import file_stem, is_image_file, is_volume_file, list_files, read_image
+from samadapt.data.volumes import read_volume
 from samadapt.data.masks import ClassInfo, MaskLayout
 from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError

@@ -14,7 +14,8 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset
 
 from samadapt.data.dataset import Case, Dataset
-from samadapt.data.io import file_stem, is_volume_file, list_files, read_image, read_volume, read_volume_shape
+from samadapt.data.io import file_stem, is_volume_file, list_files, read_image
+from samadapt.data.volumes import read_volume, read_volume_shape
 from samadapt.data.masks import remap_classes
 from samadapt.data.preprocess import (
     clip_percentiles,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from samadapt.data.volumes import volume_sha256
 from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings
@@ -171,7 +172,7 @@ class FeatureCache:
     def check_current(self, item: Item, content_sha256: str | None = None) -> None:
         """Refuse an item whose image file changed since it was cached."""
         entry = self.entry(item.item_id)
-        actual = content_sha256 or file_sha256(item.case.image)
+        actual = content_sha256 or volume_sha256(item.case.image)
         if actual != entry["content_sha256"]:
             raise UserError(f"image of {item.item_id!r} changed since it was cached: rebuild the cache", item.case.image)
 
@@ -290,7 +291,7 @@ def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncode
     entries: dict[str, dict] = {}
     reused = 0
     for case in cases:
-        content = file_sha256(case.image)
+        content = volume_sha256(case.image)
         units = None
         for item in case_items(case):
             key = item_key(content, item.slice_index, identity)

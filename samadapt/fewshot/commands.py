@@ -133,16 +133,19 @@ def train(
 @fewshot_app.command("predict")
 def fewshot_predict(
     model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
-    input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.nii.gz index masks, and classes.json."),
+    input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, volume (NIfTI, NRRD, MHA, multi-frame DICOM), DICOM series folder, or folder of volumes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.<input's format> label volumes in the input's geometry (.nii.gz for DICOM), and classes.json."),
     batch_size: int = config_option(CacheSettings, "batch_size", help="Images/slices per encoder call."),
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read when the --input DICOM folder holds several (the error without it lists them)."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
-    from samadapt.fewshot.predict import collect_inputs, load_fewshot_run, predict_path
+    from samadapt.fewshot.predict import check_volume_inputs, collect_inputs, load_fewshot_run, predict_path
 
-    collect_inputs(input)  # bad input fails before the model is loaded
-    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component)
+    files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
+    if volumes:
+        check_volume_inputs(files, series)
+    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 

@@ -20,7 +20,7 @@ def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iter
         gt = remap_classes(case.load_mask(), case.class_names, classes)
         spacing = None
         if case.dims == "3d":
-            from samadapt.data.io import read_volume
+            from samadapt.data.volumes import read_volume
 
             spacing = read_volume(case.image).spacing
         yield EvaluationCase(case.id, predict_case(case, image, gt), gt, image=image, spacing=spacing)

@@ -26,7 +26,7 @@ from samadapt.data.preprocess import (
 )
 
 # Part of every cache key: bump it when the preprocessing below changes, so old caches are refused.
-PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5"
+PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5;3d-orientation=RAS"
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def case_items(case: Case) -> list[Item]:
     """The items of one case: itself (2D) or each of its slices (3D)."""
     if case.dims != "3d":
         return [Item(case)]
-    from samadapt.data.io import read_volume_shape
+    from samadapt.data.volumes import read_volume_shape
 
     return [Item(case, z) for z in range(read_volume_shape(case.image)[case.slice_axis])]
 
