@@ -4,7 +4,7 @@ A description is a small YAML or JSON file (the role nnU-Net's dataset.json play
 
     name: ffa
     modality: fa              # fa, fundus, xray, mri, ct, ...
-    dims: 2d                  # or 3d (NIfTI volumes, sliced along slice_axis)
+    dims: 2d                  # or 3d (NIfTI, NRRD, MHA or DICOM volumes, sliced along slice_axis)
     images: labeled/images    # relative to the description file
     masks: labeled/masks      # omit for an unlabeled dataset
     mask_layout: index        # binary | index | color | folders | nifti
@@ -151,7 +151,7 @@ def build_cases(spec: DatasetSpec) -> Dataset:
     patient_regex = _compile(spec.patient_regex, "patient_regex", spec.source)
     images = _index_folder(spec.images, volumes, id_regex, spec.images)
     if not images:
-        raise UserError(f"no {'NIfTI volumes' if volumes else 'images'} found", spec.images)
+        raise UserError(f"no {'volumes (NIfTI, NRRD, MHA, DICOM)' if volumes else 'images'} found", spec.images)
 
     mask_maps: list[dict[str, Path]] = []
     if spec.labeled:

@@ -197,7 +197,7 @@ def propose_description(folder: str | Path, masks: str | Path | None = None) -> 
     else:
         found = _find_pair(folder)
         if found is None:
-            raise UserError("no images or NIfTI volumes found (looked for images/, imagesTr/, masks/, labelsTr/...)", folder)
+            raise UserError("no images or volumes found (looked for images/, imagesTr/, masks/, labelsTr/...)", folder)
         images, masks, fov = found
     image_files = list_files(images)
     volumes = bool(image_files) and all(is_volume_file(p) for p in image_files)
