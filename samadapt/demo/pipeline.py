@@ -235,11 +235,11 @@ def _with_reference_only(eval_dir: Path, out: Path) -> Path | None:
     (None when no case has a reference)."""
     import csv
 
-    from samadapt.evaluate.report import PER_CASE_FILE
+    from samadapt.evaluate.report import PER_CASE_FILE, cases_with_reference
 
     with open(eval_dir / PER_CASE_FILE, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    kept_cases = {row["case_id"] for row in rows if float(row["gt_pixels"] or 0) > 0}
+    kept_cases = cases_with_reference(rows)
     if not kept_cases:
         return None
     out.mkdir(parents=True, exist_ok=True)

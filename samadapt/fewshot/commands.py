@@ -159,17 +159,19 @@ def fewshot_evaluate(
     part: str = typer.Option("test", "--part", help="Part of the splits: train, val or test."),
     fold: int = typer.Option(0, "--fold"),
     largest_component: bool = typer.Option(False, "--largest-component"),
+    hd95: bool = typer.Option(False, "--hd95", help="Also the 95th-percentile Hausdorff distance (mm for volumes)."),
+    nsd_tolerance: float | None = typer.Option(None, "--nsd-tolerance", metavar="MM", help="Also the normalised surface Dice at this tolerance (mm for volumes, pixels for 2D)."),
 ) -> None:
     """Predict the labelled cases and score them with the shared evaluation report."""
+    from samadapt.evaluate.report import dice_line
     from samadapt.fewshot.evaluate import evaluate_run
     from samadapt.fewshot.predict import load_fewshot_run
 
     _, cases = _cases(data, splits, part, fold)
     result = evaluate_run(load_fewshot_run(model), cases, out, largest_component=largest_component,
-                          exclude_support=splits is None)
-    means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
-    print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
-          + (f"; mean Dice {means['dice']['mean']:.3f}" if isinstance(means.get("dice"), dict) else ""))
+                          exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance)
+    print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}; "
+          + dice_line(result.summary, digits=3))
 
 
 @fewshot_app.command("baseline")
@@ -196,5 +198,6 @@ def baseline(
     weights = _frozen_weights(init, "fewshot baseline", BASELINE_INIT, model, image_size,
                              "the baseline's masks and scores")
     result = evaluate_baseline(build_frozen_model(model, weights, image_size), cases, dataset.class_names, out, prompt)
-    dice = result.summary["mean_over_classes"]["dice"]
-    print(f"{prompt} baseline on {result.summary['n_cases']} cases: mean Dice {dice['mean']:.3f}; report in {out}")
+    from samadapt.evaluate.report import dice_line
+
+    print(f"{prompt} baseline on {result.summary['n_cases']} cases: {dice_line(result.summary, digits=3)}; report in {out}")
