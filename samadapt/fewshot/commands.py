@@ -12,8 +12,8 @@ from samadapt.options import config_option
 
 # What each command can start from (see samadapt.modeling.sources): the cache encodes with any encoder;
 # the prompted baseline needs a trained mask decoder, which an MAE run does not have.
-CACHE_INIT = ("random", "sam2", "mae", "ckpt")
-BASELINE_INIT = ("random", "sam2", "ckpt")
+CACHE_INIT = ("random", "sam2", "hf", "mae", "ckpt")
+BASELINE_INIT = ("random", "sam2", "hf", "ckpt")
 NO_TRAINED_DECODER = {"mae": "a pre-training run's mask decoder never trained, so prompts mean nothing"}
 RUN_HELP = "Run folder from `samadapt fewshot train`."
 

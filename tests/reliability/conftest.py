@@ -103,8 +103,14 @@ def _dataset_variants(root: Path) -> None:
 
 
 def _write_clinical_files(bad: Path) -> None:
-    """Broken DICOM series and NRRD headers, generated (never copied from real data)."""
+    """Broken DICOM series and NRRD headers, generated (never copied from real data), and a Hub
+    cache holding repositories that are not SAM2 weights."""
     from clinical_files import sample_volume, write_dicom_series, write_itk, write_non_image_dicom
+    from hub_cache import add_cached_repo
+
+    add_cached_repo(bad / "hf_cache", "acme/vit-base", {"config.json": b'{"model_type": "vit"}',
+                                                       "model.safetensors": b"not used"})
+    add_cached_repo(bad / "hf_cache", "acme/two-checkpoints", {"a.pt": b"x", "b.pt": b"y", "README.md": b"z"})
 
     volume = sample_volume()
     write_dicom_series(bad / "dicom_two_series", volume, series_uid="1.2.826.0.9.1", prefix="a")

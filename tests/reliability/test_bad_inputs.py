@@ -37,9 +37,11 @@ class Case:
     id: str
     command: str  # relative to bad_world
     message: str  # fragment of the one error line
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command
 
 
 FA = "--data fa --splits fa/splits.json"
+HUB_OFFLINE = (("HF_HUB_OFFLINE", "1"), ("HF_HUB_CACHE", "bad/hf_cache"))
 TINY_MAE = "--image-size 64 --batch-size 1 --epochs 1 --warmup-epochs 0"
 
 CASES = [
@@ -86,7 +88,15 @@ CASES = [
          "(for a weights file or folder: sam2:ckpt_small)"),
     Case("init-unknown-kind", "predict --input bad/ok.png --out out --init imagenet:x", "--init 'imagenet:x': use random"),
     Case("init-kind-without-path", "predict --input bad/ok.png --out out --init sam2:", "--init 'sam2:'"),
-    Case("predict-init-mae", "predict --input bad/ok.png --out out --init mae:fa", "predict takes random, sam2:PATH or ckpt:DIR"),
+    Case("predict-init-mae", "predict --input bad/ok.png --out out --init mae:fa", "predict takes random, sam2:PATH, hf:ORG/NAME[@REVISION] or ckpt:DIR"),
+    Case("hub-offline-not-cached", "predict --input bad/ok.png --out out --init hf:nobody/no-such-model",
+         "hf:nobody/no-such-model: not in the Hugging Face cache bad/hf_cache and HF_HUB_OFFLINE is set", HUB_OFFLINE),
+    Case("hub-another-architecture", "predict --input bad/ok.png --out out --init hf:acme/vit-base",
+         "hf:acme/vit-base: the repository holds a 'vit' model (config.json model_type), not SAM2 or SAM", HUB_OFFLINE),
+    Case("hub-several-weight-files", "predict --input bad/ok.png --out out --init hf:acme/two-checkpoints",
+         "the repository holds 2 weight files (a.pt, b.pt); name one, e.g. hf:acme/two-checkpoints/a.pt", HUB_OFFLINE),
+    Case("hub-malformed-name", "predict --input bad/ok.png --out out --init hf:just-a-name",
+         "--init 'hf:just-a-name': expected hf:ORG/NAME[/FILE][@REVISION]"),
     Case("init-ckpt-not-a-checkpoint", "predict --input bad/ok.png --out out --init ckpt:bad/empty_dir",
          "not a samadapt checkpoint folder"),
     # ---------------------------------------------------------------- datasets
@@ -190,7 +200,7 @@ CASES = [
          "--batch-size 0"),
     Case("fewshot-predict-not-a-run", "fewshot predict --model fa --input anat2d/images --out out", "fa: not a few-shot run"),
     Case("fewshot-cache-init-unknown-kind", "fewshot cache --data anat2d --out cache --image-size 64 --init imagenet",
-         "--init 'imagenet': use random, sam2:PATH, mae:RUN_DIR or ckpt:DIR"),
+         "--init 'imagenet': use random, sam2:PATH, hf:ORG/NAME[@REVISION], mae:RUN_DIR or ckpt:DIR"),
     Case("fewshot-cache-mae-run-missing", "fewshot cache --data anat2d --out cache --image-size 64 --init mae:fa",
          "fa: not a pre-training run folder"),
     Case("fewshot-baseline-init-mae", "fewshot baseline --data anat2d --out out --init mae:fa", "mask decoder never trained"),
@@ -247,6 +257,8 @@ def test_the_catalogue_is_large_and_ids_are_unique():
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case: Case, bad_world: Path, monkeypatch, capsys):
     monkeypatch.chdir(bad_world)
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     before = tree_state(bad_world)
     try:
         code, _, err = run_cli(shlex.split(case.command), capsys)
