@@ -82,7 +82,7 @@ def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, f
 
     run = load_finetune_run(run_dir)
     splits_file, fold = resolve_split(run.info, run_dir, splits, fold)
-    cases = split_cases_for_run(data, splits_file, part, fold, run.class_names)
+    cases = split_cases_for_run(data, splits_file, part, fold, run.class_names, run.info)
     return run.class_names, len(cases), run_split_cases(run.model, cases)
 
 

@@ -51,6 +51,11 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
     if exclude_support:
         support_cases = {item.split(":z")[0] for item in run.config.get("support", [])}
         cases = [c for c in cases if c.id not in support_cases]
+    from samadapt.data.intensity import check_same_intensity
+
+    for case in cases:
+        if case.dims == "3d":
+            check_same_intensity(run.config.get("intensity"), case.intensity, "the few-shot run's support", case.image)
 
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         if case.dims == "3d":

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from samadapt.data.dataset import Case
+from samadapt.data.intensity import DEFAULT_INTENSITY, scale_volume
 from samadapt.data.preprocess import (
     Letterbox,
-    clip_percentiles,
     letterbox_mask,
     letterbox_unit_image,
     normalize,
@@ -54,13 +54,13 @@ def unit_images(case: Case) -> list[np.ndarray]:
     """(H, W, 3) float32 [0, 1] images of a case's items, in item order (one read per case)."""
     if case.dims != "3d":
         return [unit_image(case.load_image())]
-    volume = clip_percentiles(case.load_image())
+    volume = case.load_scaled_volume()
     return [unit_slice(volume, case.slice_axis, z) for z in range(volume.shape[case.slice_axis])]
 
 
-def unit_volume_slices(volume: np.ndarray, axis: int) -> list[np.ndarray]:
-    """The same per-slice preprocessing for a raw volume array (prediction on a NIfTI file)."""
-    scaled = clip_percentiles(volume)
+def unit_volume_slices(volume: np.ndarray, axis: int, intensity: str = DEFAULT_INTENSITY) -> list[np.ndarray]:
+    """The same per-slice preprocessing for a raw volume array (prediction on a volume file)."""
+    scaled = scale_volume(volume, intensity)
     return [unit_slice(scaled, axis, z) for z in range(scaled.shape[axis])]
 
 

@@ -37,6 +37,13 @@ class FewShotRun:
     def slice_axis(self) -> int:
         return int(self.config.get("slice_axis", 2))
 
+    @property
+    def intensity(self) -> str:
+        """How the run's training volumes were scaled (runs from before the setting: the default)."""
+        from samadapt.data.intensity import DEFAULT_INTENSITY
+
+        return str(self.config.get("intensity") or DEFAULT_INTENSITY)
+
 
 def load_fewshot_run(run_dir: str | Path) -> FewShotRun:
     """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`."""
@@ -95,7 +102,7 @@ def segment_volume(run: FewShotRun, data: np.ndarray, batch_size: int = 4, large
     from samadapt.data.preprocess import stack_slices
     from samadapt.fewshot.items import unit_volume_slices
 
-    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis), batch_size), run.slice_axis)
+    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis, run.intensity), batch_size), run.slice_axis)
     return keep_largest_components(labels) if largest_component else labels
 
 

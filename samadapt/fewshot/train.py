@@ -214,6 +214,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                     extra_tensors=extra,
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],
                                               "dims": first.dims, "slice_axis": first.slice_axis,
+                                              **({"intensity": first.intensity} if first.dims == "3d" else {}),
                                               "cache_model": identity.to_dict()}})
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -144,7 +144,7 @@ def finetune(config: FinetuneConfig) -> dict:
     if trainer.is_main:
         for line in result["warnings"]:
             warn(line)
-        save_run_model(model.eval(), out, _run_info(config, dataset.name, loss_fn.spec, recipe, summary),
+        save_run_model(model.eval(), out, _run_info(config, dataset, loss_fn.spec, recipe, summary),
                        {**provenance, "command": "finetune", "data": str(config.data),
                         "splits": str(config.splits), "fold": config.fold})
         (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -247,11 +247,11 @@ def _keep_selected_weights(config: FinetuneConfig, model, out: Path) -> None:
         model.load_state_dict(state["model"])
 
 
-def _run_info(config: FinetuneConfig, dataset_name: str, loss_spec: str, recipe, summary: dict) -> dict:
+def _run_info(config: FinetuneConfig, dataset, loss_spec: str, recipe, summary: dict) -> dict:
     """What the saved model folder records about how it was trained."""
     return {"loss": loss_spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
-            "data": str(Path(config.data).resolve()),
-            "dataset": dataset_name, "train": config.train, "prompt": config.prompt,
+            "data": str(Path(config.data).resolve()), "intensity": dataset.spec.intensity,
+            "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
             "recipe": recipe.as_dict()}
 

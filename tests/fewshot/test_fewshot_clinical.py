@@ -46,3 +46,30 @@ def test_dicom_nrrd_and_nifti_inputs_get_the_same_mask_in_world_space(tmp_path, 
     assert np.array_equal(from_dicom.data, from_nrrd.data)  # one mask, in both files' own grids
     assert from_dicom.data.any()
     assert read_volume(inputs / "ct_swapped.nrrd").data.shape == from_nrrd.data.shape
+
+
+def test_runs_and_caches_refuse_data_prepared_with_another_intensity(tmp_path, capsys):
+    import json
+
+    description = generate_phantoms(tmp_path / "ph3d", n=2, size=32, kind="anatomy", dims="3d", depth=4)
+    text = description.read_text()
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    assert main(["fewshot", "cache", "--model", MODEL, "--image-size", str(SIZE), "--data", str(description),
+                 "--out", str(cache)]) == 0
+    description.write_text(text + "intensity: ct:soft_tissue\n")
+    capsys.readouterr()
+    assert main(["fewshot", "train", "--data", str(description), "--cache", str(cache), "--out", str(run),
+                 "--shots", "1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "prepared with intensity 'percentile:0.5-99.5' but the data says 'ct:soft_tissue'" in err
+    assert main(["fewshot", "cache", "--model", MODEL, "--image-size", str(SIZE), "--data", str(description),
+                 "--out", str(cache)]) == 0
+    manifest = json.loads((cache / "cache.json").read_text())
+    assert {e["intensity"] for e in manifest["entries"].values()} == {"ct:soft_tissue"}
+    assert main(["fewshot", "train", "--data", str(description), "--cache", str(cache), "--out", str(run),
+                 "--shots", "1", "--epochs", "1"]) == 0
+    description.write_text(text)  # back to the default percentile scaling
+    capsys.readouterr()
+    assert main(["fewshot", "evaluate", "--model", str(run), "--data", str(description), "--out",
+                 str(tmp_path / "eval")]) == 2
+    assert "the few-shot run's support was prepared with intensity 'ct:soft_tissue'" in capsys.readouterr().err

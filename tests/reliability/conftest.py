@@ -108,6 +108,7 @@ def _write_clinical_files(bad: Path) -> None:
     from clinical_files import sample_volume, write_dicom_series, write_itk, write_non_image_dicom
     from hub_cache import add_cached_repo
 
+    (bad / "unknown_window.yaml").write_text("dims: 3d\nimages: ../anat3d/images\nintensity: ct:liver\n")
     add_cached_repo(bad / "hf_cache", "acme/vit-base", {"config.json": b'{"model_type": "vit"}',
                                                        "model.safetensors": b"not used"})
     add_cached_repo(bad / "hf_cache", "acme/two-checkpoints", {"a.pt": b"x", "b.pt": b"y", "README.md": b"z"})

@@ -102,6 +102,8 @@ CASES = [
     # ---------------------------------------------------------------- datasets
     Case("volume-given-as-description", "data check bad/nan.nii.gz", "not a dataset description"),
     Case("description-not-yaml", "data check bad/not_yaml.yaml", "not valid YAML"),
+    Case("description-unknown-ct-window", "data check bad/unknown_window.yaml",
+         "bad/unknown_window.yaml: intensity 'ct:liver': use percentile, percentile:LOW-HIGH, ct:soft_tissue|lung|bone|brain"),
     Case("description-unknown-key", "data check bad/unknown_key.yaml", "unknown keys in dataset description"),
     Case("mask-with-foreign-label", "data check fa_foreign", "1 problem(s) in dataset fa_foreign"),
     Case("volume-with-nan", "data check anat3d_nan", "1 problem(s) in dataset anat3d_nan"),
