@@ -23,7 +23,7 @@ def sample_volume(shape=(6, 5, 4), seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) - 50).astype(np.int16)
 
 
-def _base_dataset(sop_class: str, series_uid: str, study_uid: str):
+def _base_dataset(sop_class: str, series_uid: str, study_uid: str, frame_uid: str | None = None):
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -36,6 +36,11 @@ def _base_dataset(sop_class: str, series_uid: str, study_uid: str):
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
     ds.PatientName, ds.PatientID, ds.Modality = "Test^Phantom", "P1", "CT"
+    # Patient, study, series and frame-of-reference attributes a real scanner writes (DICOM-SEG copies them).
+    ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "19700101", "O", "20260101", "120000"
+    ds.ReferringPhysicianName, ds.AccessionNumber, ds.StudyID, ds.SeriesNumber = "", "A1", "S1", 1
+    ds.Manufacturer = "synthetic"
+    ds.FrameOfReferenceUID = frame_uid or generate_uid()
     del pydicom
     return ds
 
@@ -59,9 +64,10 @@ def write_dicom_series(folder: Path, data: np.ndarray, spacing=(0.8, 0.9, 2.5), 
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
     offsets = positions if positions is not None else [k * spacing[2] for k in range(data.shape[2])]
+    frame_uid = generate_uid()
     files = []
     for k, offset in enumerate(offsets):
-        ds = _base_dataset(CTImageStorage, series_uid, study_uid)
+        ds = _base_dataset(CTImageStorage, series_uid, study_uid, frame_uid)
         _pixel_module(ds, data.shape[1], data.shape[0])
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (y), column spacing (x)
         ds.SliceThickness = float(spacing[2])

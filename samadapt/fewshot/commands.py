@@ -138,14 +138,15 @@ def fewshot_predict(
     batch_size: int = config_option(CacheSettings, "batch_size", help="Images/slices per encoder call."),
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read when the --input DICOM folder holds several (the error without it lists them)."),
+    dicom_seg: bool = typer.Option(False, "--dicom-seg", help="DICOM series input: also write <stem>_seg.dcm, a DICOM Segmentation (highdicom) referencing the series."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
     from samadapt.fewshot.predict import check_volume_inputs, collect_inputs, load_fewshot_run, predict_path
 
     files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
-    if volumes:
-        check_volume_inputs(files, series)
-    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series)
+    if volumes or dicom_seg:
+        check_volume_inputs(files, series, dicom_seg)
+    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 

@@ -127,26 +127,52 @@ def collect_inputs(path: str | Path, series: str | None = None) -> tuple[list[Pa
     return collect_images(path), False
 
 
-def check_volume_inputs(files: list[Path], series: str | None = None) -> None:
-    """Headers only: a DICOM folder's series choice and slice order, other volumes' shapes."""
+def check_volume_inputs(files: list[Path], series: str | None = None, dicom_seg: bool = False) -> None:
+    """Headers only: a DICOM folder's series choice and slice order, other volumes' shapes; DICOM-SEG
+    output needs every input to be a DICOM series folder."""
     from samadapt.data import dicom
     from samadapt.data.volumes import read_volume_shape
 
     for file in files:
+        if dicom_seg and not file.is_dir():
+            raise UserError("--dicom-seg writes segmentations referencing a DICOM series: the input must be DICOM "
+                            "series folders", file)
         if file.is_dir():
             dicom.ordered_slices(dicom.choose_series(file, series), file)
         else:
             read_volume_shape(file)
 
 
+def _predict_volumes(run: FewShotRun, files: list[Path], stage: Path, out_dir: Path, batch_size: int,
+                     largest_component: bool, series: str | None, dicom_seg: bool) -> list[Path]:
+    """Label volumes (and DICOM-SEG objects) of `files` written into `stage`; returns final paths."""
+    from samadapt.data.io import file_stem
+    from samadapt.data.volumes import output_suffix, read_volume, write_label_volume
+    from samadapt.inference.predict import MASK_SUFFIX
+
+    written = []
+    for file in files:
+        volume = read_volume(file, series=series)
+        labels = segment_volume(run, volume.data, batch_size, largest_component)
+        name = f"{file_stem(file)}{MASK_SUFFIX}{output_suffix(volume)}"
+        write_label_volume(stage / name, labels, volume)
+        written.append(out_dir / name)
+        if dicom_seg:
+            from samadapt.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
+
+            write_dicom_seg(stage / f"{file_stem(file)}{SEG_SUFFIX}", labels, volume, run.classes, series)
+            written.append(out_dir / f"{file_stem(file)}{SEG_SUFFIX}")
+    return written
+
+
 def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = CacheSettings.batch_size,
-                 largest_component: bool = False, series: str | None = None) -> dict:
+                 largest_component: bool = False, series: str | None = None, dicom_seg: bool = False) -> dict:
     """Write what `samadapt predict` writes for a fine-tuned run: `<stem>_mask.png` index masks and
     `<stem>_overlay.png` (2D) or `<stem>_mask.<input's format>` label volumes in the input's geometry
-    (3D; DICOM input gives .nii.gz), and classes.json, through a staging folder (a failure leaves
-    nothing behind); returns counts and timing."""
+    (3D; DICOM input gives .nii.gz, and with `dicom_seg` also `<stem>_seg.dcm` referencing the
+    series), and classes.json, through a staging folder (a failure leaves nothing behind); returns
+    counts and timing."""
     from samadapt.data.io import file_stem, png_bytes, read_image
-    from samadapt.data.volumes import output_suffix, read_volume, write_label_volume
     from samadapt.data.preprocess import unit_image
     from samadapt.engine.atomic import staged_dir
     from samadapt.inference.overlay import overlay_labels
@@ -158,12 +184,7 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
     written = []
     with staged_dir(out_dir) as stage:
         if volumes:
-            for file in files:
-                volume = read_volume(file, series=series)
-                labels = segment_volume(run, volume.data, batch_size, largest_component)
-                name = f"{file_stem(file)}{MASK_SUFFIX}{output_suffix(volume)}"
-                write_label_volume(stage / name, labels, volume)
-                written.append(out_dir / name)
+            written = _predict_volumes(run, files, stage, out_dir, batch_size, largest_component, series, dicom_seg)
         else:
             for start in range(0, len(files), batch_size):
                 chunk = files[start:start + batch_size]

@@ -38,7 +38,7 @@ def test_dicom_nrrd_and_nifti_inputs_get_the_same_mask_in_world_space(tmp_path, 
     assert "choose one with --series UID: 1.2.826.0.1.1 (6 slices), 1.2.826.0.1.2 (3 slices)" in capsys.readouterr().err
     assert not out.exists()
     assert main(["fewshot", "predict", "--model", str(run), "--input", str(inputs / "ct"), "--out", str(out),
-                 "--series", "1.2.826.0.1.1"]) == 0
+                 "--series", "1.2.826.0.1.1", "--dicom-seg"]) == 0
     assert main(["fewshot", "predict", "--model", str(run), "--input", str(inputs / "ct_swapped.nrrd"),
                  "--out", str(out)]) == 0
     from_dicom, from_nrrd = read_volume(out / "ct_mask.nii.gz"), read_volume(out / "ct_swapped_mask.nrrd")
@@ -46,6 +46,16 @@ def test_dicom_nrrd_and_nifti_inputs_get_the_same_mask_in_world_space(tmp_path, 
     assert np.array_equal(from_dicom.data, from_nrrd.data)  # one mask, in both files' own grids
     assert from_dicom.data.any()
     assert read_volume(inputs / "ct_swapped.nrrd").data.shape == from_nrrd.data.shape
+    # The DICOM-SEG, read back with highdicom in the series' slice order, is the same mask.
+    import highdicom as hd
+    import pydicom
+
+    seg = hd.seg.segread(str(out / "ct_seg.dcm"))
+    sources = sorted((pydicom.dcmread(str(p)) for p in (inputs / "ct").iterdir() if p.name.startswith("slice")),
+                     key=lambda ds: float(ds.ImagePositionPatient[2]))
+    frames = seg.get_pixels_by_source_instance([s.SOPInstanceUID for s in sources], combine_segments=True)
+    stored, _ = from_dicom.to_stored(from_dicom.data)
+    assert np.array_equal(frames, stored.transpose(2, 1, 0))
 
 
 def test_runs_and_caches_refuse_data_prepared_with_another_intensity(tmp_path, capsys):
