@@ -105,3 +105,9 @@ def compare(
         if row["class"] == MEAN_OVER_CLASSES:
             print(f"  {row['run']} - {row['baseline']}: {row['mean_difference']:+.4f} "
                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], Wilcoxon p = {row['wilcoxon_p']:.4g}")
+    if result.get("with_reference"):
+        print(f"on the {result['with_reference']['n_common_cases']} cases with a non-empty reference:")
+        for row in result["with_reference"]["comparisons"]:
+            if row["class"] == MEAN_OVER_CLASSES:
+                print(f"  {row['run']} - {row['baseline']}: {row['mean_difference']:+.4f} "
+                      f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], Wilcoxon p = {row['wilcoxon_p']:.4g}")

@@ -81,3 +81,24 @@ def test_evaluate_folders_of_volumes_scores_in_millimetres(tmp_path, capsys):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["per_class"]["class_1"]["hd95"]["mean"] == pytest.approx(6.0)
     assert summary["per_class"]["class_1"]["nsd"]["mean"] == pytest.approx(1.0)
+
+
+def test_compare_repeats_the_comparison_on_cases_with_a_reference(tmp_path, capsys):
+    square = np.zeros((8, 8), np.uint8)
+    square[2:6, 2:6] = 1
+    empty = np.zeros_like(square)
+    truths = {f"lesion{i}": square for i in range(4)} | {f"healthy{i}": empty for i in range(2)}
+    careful = [EvaluationCase(c, gt, gt) for c, gt in truths.items()]
+    eager = [EvaluationCase(c, square, gt) for c, gt in truths.items()]  # false alarms on healthy cases
+    evaluate_cases(careful, tmp_path / "careful", overlays=False)
+    evaluate_cases(eager, tmp_path / "eager", overlays=False)
+    assert main(["compare", str(tmp_path / "careful"), str(tmp_path / "eager"), "--out", str(tmp_path / "cmp"),
+                 "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "eager - careful: -0.3333" in out and "on the 4 cases with a non-empty reference:" in out
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    overall = [r for r in result["comparisons"] if r["class"] == "mean over classes"][0]
+    lesions = [r for r in result["with_reference"]["comparisons"] if r["class"] == "mean over classes"][0]
+    assert overall["mean_difference"] == pytest.approx(-1 / 3) and overall["n_pairs"] == 6
+    assert lesions["mean_difference"] == 0.0 and lesions["n_pairs"] == 4
+    assert "## Cases with a non-empty reference (4 cases)" in (tmp_path / "cmp" / "compare.md").read_text()
