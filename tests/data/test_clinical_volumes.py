@@ -198,3 +198,24 @@ def test_series_option_is_only_for_dicom_folders(tmp_path):
     path = write_itk(tmp_path / "v.mha", sample_volume())
     with pytest.raises(UserError, match="--series '1.2' applies to a DICOM folder"):
         read_volume(path, series="1.2")
+
+
+def test_a_hippocampus_volume_converted_on_the_fly_reads_back_the_same(tmp_path):
+    """A real MR volume (MSD hippocampus, when ../shared/data is present) written as a DICOM series,
+    NRRD and MHA in the test: every copy reads back with the NIfTI's voxels and geometry."""
+    from shared_data import shared_subdir
+
+    source = shared_subdir("hippocampus", "imagesTr") / "hippocampus_001.nii.gz"
+    original = read_volume(source)
+    stored, affine = original.to_stored(original.data)
+    direction_lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    origin_lps = tuple(float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3])
+    data = stored.astype(np.int16)
+    copies = [write_dicom_series(tmp_path / "dicom", data, spacing, direction_lps, origin_lps)[0].parent,
+              write_itk(tmp_path / "v.nrrd", data, spacing, direction_lps, origin_lps),
+              write_itk(tmp_path / "v.mha", data, spacing, direction_lps, origin_lps)]
+    for copy in copies:
+        volume = read_volume(copy)
+        assert np.array_equal(volume.data, original.data), copy
+        assert np.allclose(volume.affine, original.affine, atol=1e-4), copy
