@@ -99,6 +99,19 @@ def write_multiframe_dicom(path: Path, data: np.ndarray, spacing=(0.8, 0.9, 2.5)
     return path
 
 
+def mark_compressed(files: list[Path], syntax: str = "1.2.840.10008.1.2.4.201") -> None:
+    """Re-save slices as if their pixels were compressed in `syntax` (HTJ2K by default; the
+    encapsulated bytes are a stub, as a decoder would never be reached)."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    for path in files:
+        ds = pydicom.dcmread(str(path))
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(40)])
+        ds.save_as(str(path), enforce_file_format=True)
+
+
 def write_non_image_dicom(path: Path) -> Path:
     """A Basic Text SR object: DICOM, but no pixels."""
     from pydicom.uid import generate_uid

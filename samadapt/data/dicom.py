@@ -25,6 +25,15 @@ _NOT_DICOM = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".nii", 
 # Positions within this fraction of the slice spacing count as equal.
 SPACING_TOLERANCE = 0.01
 MAX_UIDS_SHOWN = 4
+# Transfer syntaxes SimpleITK's GDCM decodes: uncompressed, deflate, RLE, JPEG (baseline, extended,
+# lossless), JPEG-LS and JPEG 2000. Others (HTJ2K, JPEG XL, video) are refused before decoding:
+# GDCM would fail on them with C-level messages on stderr.
+DECODABLE_SYNTAXES = {
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+}
 
 
 def require(module: str):
@@ -57,6 +66,15 @@ def _header(path: Path):
         return pydicom.dcmread(str(path), stop_before_pixels=True)
     except Exception as exc:  # pydicom raises assorted types for damaged files
         raise UserError(f"cannot read DICOM header ({type(exc).__name__}: {exc})", path) from None
+
+
+def check_decodable(header, path: Path) -> None:
+    """UserError for pixel data in a transfer syntax no decoder here reads."""
+    meta = getattr(header, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is not None and str(syntax) not in DECODABLE_SYNTAXES:
+        raise UserError(f"pixel data uses transfer syntax {syntax} ({syntax.name}), which no installed decoder reads; "
+                        "convert the files to an uncompressed syntax first (e.g. gdcmconv --raw, or dcmdjpeg)", path)
 
 
 def frame_count(path: Path) -> int:
@@ -101,6 +119,7 @@ def _series_slices(folder: Path) -> dict[str, list[Slice]]:
         header = _header(path)
         if "Rows" not in header or "PixelSpacing" not in header:
             continue  # a structured report, segmentation-less presentation state...: no slice
+        check_decodable(header, path)
         if "ImagePositionPatient" not in header or "ImageOrientationPatient" not in header:
             raise UserError("DICOM slice has no ImagePositionPatient/ImageOrientationPatient; its place in the "
                             "volume is unknown", path)
@@ -177,6 +196,7 @@ def read_multiframe_image(path: Path):
         raise UserError(f"DICOM object holds no image (SOP class {getattr(header, 'SOPClassUID', 'unknown')})", path)
     if frames == 1:
         raise UserError("a single DICOM slice; pass the folder holding its series", path)
+    check_decodable(_header(path), path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -13,6 +13,7 @@ from clinical_files import (
     sample_volume,
     write_dicom_series,
     write_itk,
+    mark_compressed,
     write_multiframe_dicom,
     write_nifti,
     write_non_image_dicom,
@@ -168,6 +169,13 @@ def test_broken_slice_stacks_are_refused_naming_the_files(tmp_path, positions, m
     write_dicom_series(tmp_path / "s", sample_volume(), positions=positions)
     with pytest.raises(UserError, match=message):
         read_volume(tmp_path / "s")
+
+
+def test_a_compressed_series_without_a_decoder_is_refused_before_decoding(tmp_path, capfd):
+    mark_compressed(write_dicom_series(tmp_path / "s", sample_volume()))
+    with pytest.raises(UserError, match=r"slice000: pixel data uses transfer syntax 1.2.840.10008.1.2.4.201"):
+        read_volume(tmp_path / "s")
+    assert capfd.readouterr().err == ""  # the decoder's own messages never appear
 
 
 def test_non_image_dicom_is_refused(tmp_path):

@@ -105,7 +105,7 @@ def _dataset_variants(root: Path) -> None:
 def _write_clinical_files(bad: Path) -> None:
     """Broken DICOM series and NRRD headers, generated (never copied from real data), and a Hub
     cache holding repositories that are not SAM2 weights."""
-    from clinical_files import sample_volume, write_dicom_series, write_itk, write_non_image_dicom
+    from clinical_files import mark_compressed, sample_volume, write_dicom_series, write_itk, write_non_image_dicom
     from hub_cache import add_cached_repo
 
     (bad / "unknown_window.yaml").write_text("dims: 3d\nimages: ../anat3d/images\nintensity: ct:liver\n")
@@ -120,6 +120,7 @@ def _write_clinical_files(bad: Path) -> None:
     write_dicom_series(bad / "dicom_duplicate_slice", volume, positions=[0.0, 2.5, 2.5, 5.0])
     write_dicom_series(bad / "dicom_uneven_spacing", volume, positions=[0.0, 2.5, 4.0, 6.5])
     write_non_image_dicom(bad / "report.dcm")
+    mark_compressed(write_dicom_series(bad / "dicom_htj2k", volume))
     write_itk(bad / "nrrd_data" / "v.nhdr", volume)
     (bad / "nrrd_header").mkdir()
     text = (bad / "nrrd_data" / "v.nhdr").read_text(encoding="latin-1")

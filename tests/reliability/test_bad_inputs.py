@@ -155,6 +155,8 @@ CASES = [
          "slice002: duplicated slice: slice001 and slice002 share position"),
     Case("dicom-uneven-spacing", f"pretrain --data bad/dicom_uneven_spacing --out run {TINY_MAE}",
          "bad/dicom_uneven_spacing: inconsistent slice spacing: 1.500 mm between slice001 and slice002"),
+    Case("dicom-compressed-without-decoder", f"pretrain --data bad/dicom_htj2k --out run {TINY_MAE}",
+         "bad/dicom_htj2k/slice000: pixel data uses transfer syntax 1.2.840.10008.1.2.4.201 (High-Throughput JPEG 2000"),
     Case("dicom-without-image", f"pretrain --data bad/report.dcm --out run {TINY_MAE}",
          "bad/report.dcm: DICOM object holds no image"),
     Case("nrrd-header-outside-folder", f"pretrain --data bad/nrrd_header/v.nhdr --out run {TINY_MAE}",
