@@ -16,15 +16,41 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from samadapt.errors import UserError
-from samadapt.modeling.sources import HubRef
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SAM_MODEL_TYPES = ("sam2", "sam2_video", "sam")
 TRANSFORMERS_FILES = ["config.json", "*.safetensors"]
 _TRUE = ("1", "on", "yes", "true")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """`hf:ORG/NAME[/FILE][@REVISION]`: a Hub repository, optionally one file of it and a revision."""
+
+    repo_id: str
+    filename: str | None = None
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return (f"hf:{self.repo_id}" + (f"/{self.filename}" if self.filename else "")
+                + (f"@{self.revision}" if self.revision else ""))
+
+
+def parse_hub_ref(text: str, option: str = "--init") -> HubRef:
+    """'org/name/file.pt@v1' -> HubRef('org/name', 'file.pt', 'v1'); UserError on a malformed name."""
+    where, at, revision = text.partition("@")
+    parts = where.split("/")
+    if len(parts) < 2 or not all(_HUB_NAME.fullmatch(p) for p in parts[:2]) or (at and not revision) \
+            or any(p in ("", ".", "..") for p in parts[2:]):
+        raise UserError(f"{option} 'hf:{text}': expected hf:ORG/NAME[/FILE][@REVISION], "
+                        "e.g. hf:facebook/sam2.1-hiera-tiny or hf:ORG/NAME/weights.pt@main")
+    return HubRef("/".join(parts[:2]), "/".join(parts[2:]) or None, revision or None)
 
 
 def hub_cache_dir() -> Path:

@@ -17,11 +17,11 @@ so that the commands can check the option before any slow import.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from samadapt.errors import UserError, warn
+from samadapt.modeling.hub import HubRef, parse_hub_ref
 
 INIT_OPTION = "--init"
 INIT_DEFAULT = "random"
@@ -37,34 +37,10 @@ _MEANING = {
 }
 # Kinds that name released SAM2/SAM weights (a file or folder, here or on the Hub).
 RELEASED_KINDS = ("sam2", "hf")
-_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
 SAM2_RELEASE_PAGE = "https://github.com/facebookresearch/sam2"
 SAM_RELEASE_PAGE = "https://github.com/facebookresearch/segment-anything"
 HF_PAGE = "https://huggingface.co"
-
-
-@dataclass(frozen=True)
-class HubRef:
-    """`hf:ORG/NAME[/FILE][@REVISION]`: a Hub repository, optionally one file of it and a revision."""
-
-    repo_id: str
-    filename: str | None = None
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        return (f"hf:{self.repo_id}" + (f"/{self.filename}" if self.filename else "")
-                + (f"@{self.revision}" if self.revision else ""))
-
-
-def parse_hub_ref(text: str) -> HubRef:
-    """'org/name/file.pt@v1' -> HubRef('org/name', 'file.pt', 'v1'); UserError on a malformed name."""
-    where, at, revision = text.partition("@")
-    parts = where.split("/")
-    if len(parts) < 2 or not all(_HUB_NAME.fullmatch(p) for p in parts[:2]) or (at and not revision) \
-            or any(p in ("", ".", "..") for p in parts[2:]):
-        raise UserError(f"{INIT_OPTION} 'hf:{text}': expected hf:ORG/NAME[/FILE][@REVISION], "
-                        "e.g. hf:facebook/sam2.1-hiera-tiny or hf:ORG/NAME/weights.pt@main")
-    return HubRef("/".join(parts[:2]), "/".join(parts[2:]) or None, revision or None)
 
 
 @dataclass(frozen=True)
@@ -112,7 +88,7 @@ def parse_init(text: str, accepts=INIT_KINDS, command: str | None = None,
         who = f"{command} takes" if command else "use"
         raise UserError(f"{INIT_OPTION} {text}: " + (f"{why}; " if why else "") + f"{who} {_listing(accepts)}")
     if kind == "hf":
-        return InitSource(kind, hub=parse_hub_ref(rest))
+        return InitSource(kind, hub=parse_hub_ref(rest, INIT_OPTION))
     return InitSource(kind, Path(rest) if rest else None)
 
 
