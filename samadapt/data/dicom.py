@@ -183,7 +183,7 @@ def read_series_image(folder: Path, series: str | None = None):
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise UserError(f"cannot decode the DICOM series ({_first_line(exc)})", folder) from None
+        raise UserError(f"cannot decode the DICOM series ({error_summary(exc)})", folder) from None
 
 
 def read_multiframe_image(path: Path):
@@ -200,9 +200,10 @@ def read_multiframe_image(path: Path):
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise UserError(f"cannot decode the DICOM file ({_first_line(exc)})", path) from None
+        raise UserError(f"cannot decode the DICOM file ({error_summary(exc)})", path) from None
 
 
-def _first_line(exc: Exception) -> str:
+def error_summary(exc: Exception) -> str:
+    """The last line of an ITK exception: the reason, without ITK's source-file preamble."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__

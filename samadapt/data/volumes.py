@@ -198,7 +198,7 @@ def _read_itk(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray, A
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
-            raise UserError(f"cannot read {file_suffix(path)[1:].upper()} volume ({dicom._first_line(exc)})", path) from None
+            raise UserError(f"cannot read {file_suffix(path)[1:].upper()} volume ({dicom.error_summary(exc)})", path) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(f"expected a scalar volume, found {image.GetNumberOfComponentsPerPixel()} components "
                         "per voxel", path)
@@ -243,7 +243,7 @@ def _itk_shape(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise UserError(f"cannot read {file_suffix(path)[1:].upper()} header ({dicom._first_line(exc)})", path) from None
+        raise UserError(f"cannot read {file_suffix(path)[1:].upper()} header ({dicom.error_summary(exc)})", path) from None
     return tuple(int(s) for s in reader.GetSize()), itk_affine(reader)
 
 
