@@ -100,7 +100,7 @@ def test_parse_init_reads_the_grammar(text, accepts, expected):
 
 
 @pytest.mark.parametrize("text, accepts, fragment", [
-    ("weights.pt", INIT_KINDS, "--init 'weights.pt': use random, sam2:PATH, mae:RUN_DIR or ckpt:DIR "
+    ("weights.pt", INIT_KINDS, "--init 'weights.pt': use random, sam2:PATH, hf:ORG/NAME[@REVISION], mae:RUN_DIR or ckpt:DIR "
                                "(for a weights file or folder: sam2:weights.pt)"),
     ("imagenet", INIT_KINDS, "use random, sam2:PATH"),
     ("sam2:", INIT_KINDS, "--init 'sam2:'"),

@@ -6,7 +6,7 @@
 The run folder is staged and published only when everything succeeded:
 
     RUN/summary.json            what ran (config, nnU-Net version, plan, budget) and the mean Dice
-    RUN/predictions/<case>.*    index masks (PNG for 2D, NIfTI in the input's geometry for volumes)
+    RUN/predictions/<case>.*    index masks (PNG for 2D; volumes in the input's format and geometry)
     RUN/eval/                   per_case.csv, summary.json, summary.md: `samadapt compare` reads it
     RUN/nnunet/                 nnU-Net's own raw/preprocessed/results folders and its log
 """
@@ -107,7 +107,8 @@ def _run_worker(job_file: Path, env: dict, log_file: Path) -> None:
 def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
     """Write samadapt-format predictions of the scored cases and evaluate them against their masks."""
     from samadapt.baselines.nnunet_format import FILE_ENDING, read_prediction
-    from samadapt.data.io import read_volume, write_label_volume, write_mask_png
+    from samadapt.data.io import write_mask_png
+    from samadapt.data.volumes import output_suffix, read_volume, write_label_volume
     from samadapt.evaluate.report import EvaluationCase, evaluate_cases
 
     (stage / "predictions").mkdir()
@@ -116,7 +117,7 @@ def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
         pred = read_prediction(raw_predictions / f"{case.id}{FILE_ENDING}", case)
         if case.dims == "3d":
             like = read_volume(case.image)
-            write_label_volume(stage / "predictions" / f"{case.id}.nii.gz", pred, like)
+            write_label_volume(stage / "predictions" / f"{case.id}{output_suffix(like)}", pred, like)
             spacing = like.spacing
         else:
             write_mask_png(stage / "predictions" / f"{case.id}.png", pred)

@@ -9,7 +9,8 @@ is always 1 and nothing is shared with other runs or with the user's own nnU-Net
                           dataset.json
 
 Every file is NIfTI: 2D images become 2D NIfTI images (nnU-Net's SimpleITK reader treats them as
-2D), volumes keep their affine, so predictions come back on the grid of the input.
+2D); volumes of any input format are written in samadapt's canonical (RAS+) voxel order with their
+affine, so predictions come back on the grid of `Case.load_mask()`.
 """
 
 from __future__ import annotations
@@ -63,18 +64,17 @@ def check_convertible(dataset: Dataset, train: list[Case], scored: list[Case]) -
 
 
 def _write_nifti(path: Path, array: np.ndarray, case: Case, label: bool) -> None:
+    data = array.astype(np.uint8) if label else np.asarray(array, dtype=np.float32)
     if case.dims == "3d":
-        from samadapt.data.io import Volume, read_volume, write_label_volume, write_volume
+        from samadapt.data.volumes import Volume, read_volume, write_volume
 
+        # in samadapt's canonical voxel order (the grid of load_image/load_mask), image and label alike;
+        # predictions come back on it and are written in the input's own geometry by the caller
         like = read_volume(case.image)
-        if label:
-            write_label_volume(path, array.astype(np.uint8), like)
-        else:
-            write_volume(path, Volume(np.asarray(array, dtype=np.float32), like.affine, like.header))
+        write_volume(path, Volume(data, like.affine, like.header))
         return
     import SimpleITK as sitk
 
-    data = array.astype(np.uint8) if label else np.asarray(array, dtype=np.float32)
     sitk.WriteImage(sitk.GetImageFromArray(data), str(path), True)
 
 
@@ -108,7 +108,7 @@ def read_prediction(path: Path, case: Case) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"nnU-Net wrote no prediction for case {case.id}: {path}")
     if case.dims == "3d":
-        from samadapt.data.io import read_volume
+        from samadapt.data.volumes import read_volume
 
         return np.asarray(read_volume(path).data).astype(np.uint8)
     import SimpleITK as sitk

@@ -19,7 +19,8 @@ import numpy as np
 from scipy import ndimage
 
 from samadapt.data.dataset import Case, Dataset
-from samadapt.data.io import read_image, read_volume
+from samadapt.data.io import read_image
+from samadapt.data.volumes import read_volume
 from samadapt.data.masks import decode_mask
 from samadapt.errors import UserError
 

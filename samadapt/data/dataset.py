@@ -4,7 +4,7 @@ A description is a small YAML or JSON file (the role nnU-Net's dataset.json play
 
     name: ffa
     modality: fa              # fa, fundus, xray, mri, ct, ...
-    dims: 2d                  # or 3d (NIfTI volumes, sliced along slice_axis)
+    dims: 2d                  # or 3d (NIfTI, NRRD, MHA or DICOM volumes, sliced along slice_axis)
     images: labeled/images    # relative to the description file
     masks: labeled/masks      # omit for an unlabeled dataset
     mask_layout: index        # binary | index | color | folders | nifti
@@ -14,6 +14,7 @@ A description is a small YAML or JSON file (the role nnU-Net's dataset.json play
     patient_regex: '^(?P<patient>[^-]+)-'   # optional; default: one patient per case
     id_regex: '^(?P<id>\\d+)_'              # optional; pairs images and masks with different names
     slice_axis: 2             # 3d only
+    intensity: ct:soft_tissue # 3d only: percentile (default), percentile:1-99, ct:lung, ct:40/400...
     fov: mask                 # optional folder of field-of-view masks
 
 `load_dataset` accepts such a file, a folder holding `dataset.yaml`/`dataset.json`, or a plain
@@ -30,14 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from samadapt.data.infer import propose_description
-from samadapt.data.io import file_stem, list_files, read_image, read_volume
+from samadapt.data.intensity import DEFAULT_INTENSITY, parse_intensity, scale_volume
+from samadapt.data.io import file_stem, list_files, read_image
+from samadapt.data.volumes import read_volume
 from samadapt.data.masks import LAYOUTS, ClassInfo, MaskLayout, load_index_mask
 from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError
 
 DESCRIPTION_NAMES = ("dataset.yaml", "dataset.yml", "dataset.json")
 KNOWN_KEYS = {"name", "modality", "dims", "images", "masks", "mask_layout", "classes", "patient_regex",
-              "id_regex", "slice_axis", "fov"}
+              "id_regex", "slice_axis", "fov", "intensity"}
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Case:
     dims: str = "2d"
     slice_axis: int = 2
     fov: Path | None = None
+    intensity: str = DEFAULT_INTENSITY
 
     @property
     def labeled(self) -> bool:
@@ -73,6 +77,10 @@ class Case:
     def load_image(self) -> np.ndarray:
         """(H, W) / (H, W, C) image as stored, or the (X, Y, Z) voxel array of a volume."""
         return read_volume(self.image).data if self.dims == "3d" else read_image(self.image)
+
+    def load_scaled_volume(self) -> np.ndarray:
+        """(X, Y, Z) float32 [0, 1]: the volume scaled as the description's `intensity` says."""
+        return scale_volume(self.load_image(), self.intensity)
 
     def load_mask(self) -> np.ndarray:
         """Index mask uint8, same grid as `load_image()`; raises if the case is unlabeled."""
@@ -150,7 +158,7 @@ def build_cases(spec: DatasetSpec) -> Dataset:
     patient_regex = _compile(spec.patient_regex, "patient_regex", spec.source)
     images = _index_folder(spec.images, volumes, id_regex, spec.images)
     if not images:
-        raise UserError(f"no {'NIfTI volumes' if volumes else 'images'} found", spec.images)
+        raise UserError(f"no {'volumes (NIfTI, NRRD, MHA, DICOM)' if volumes else 'images'} found", spec.images)
 
     mask_maps: list[dict[str, Path]] = []
     if spec.labeled:
@@ -172,7 +180,8 @@ def build_cases(spec: DatasetSpec) -> Dataset:
         masks = tuple(m.get(key) for m in mask_maps)
         if not any(m is not None for m in masks):
             masks = ()
-        cases.append(Case(key, patient, image, masks, spec.layout, spec.dims, spec.slice_axis, fov_map.get(key)))
+        cases.append(Case(key, patient, image, masks, spec.layout, spec.dims, spec.slice_axis, fov_map.get(key),
+                          spec.intensity))
     orphans = sorted({p for m in mask_maps for k, p in m.items() if k not in images})
     return Dataset(spec, cases, orphans)
 
@@ -267,10 +276,15 @@ def spec_from_dict(data: dict, base: Path, source: Path | None = None) -> Datase
     slice_axis = data.get("slice_axis", 2)
     if not isinstance(slice_axis, int) or not 0 <= slice_axis <= 2:
         raise UserError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}", where)
+    intensity = DEFAULT_INTENSITY
+    if data.get("intensity") is not None:
+        if dims != "3d":
+            raise UserError("'intensity' applies to 3d datasets (volumes); 2d images are scaled by their type", where)
+        intensity = parse_intensity(data["intensity"], where)
     return DatasetSpec(
         name=str(data.get("name") or base.name), images=folder("images"), modality=str(data.get("modality", "unknown")),
         dims=dims, masks=masks, layout=layout, patient_regex=data.get("patient_regex"),
-        id_regex=data.get("id_regex"), slice_axis=slice_axis, fov=folder("fov"), source=source,
+        id_regex=data.get("id_regex"), slice_axis=slice_axis, fov=folder("fov"), source=source, intensity=intensity,
     )
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samadapt.data.io import file_stem, is_image_file, is_volume_file, list_files, read_image, read_volume
+from samadapt.data.io import file_stem, is_image_file, is_volume_file, list_files, read_image
+from samadapt.data.volumes import read_volume
 from samadapt.data.masks import ClassInfo, MaskLayout
 from samadapt.data.spec import DatasetSpec
 from samadapt.errors import UserError
@@ -196,7 +197,7 @@ def propose_description(folder: str | Path, masks: str | Path | None = None) -> 
     else:
         found = _find_pair(folder)
         if found is None:
-            raise UserError("no images or NIfTI volumes found (looked for images/, imagesTr/, masks/, labelsTr/...)", folder)
+            raise UserError("no images or volumes found (looked for images/, imagesTr/, masks/, labelsTr/...)", folder)
         images, masks, fov = found
     image_files = list_files(images)
     volumes = bool(image_files) and all(is_volume_file(p) for p in image_files)

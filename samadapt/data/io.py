@@ -1,4 +1,6 @@
-"""Read 2D images and NIfTI volumes into numpy, and write masks and label volumes back.
+"""Read 2D images into numpy, write masks back, and find the image and volume files of a folder.
+
+Volumes (NIfTI, NRRD, MHA, DICOM) are read and written by `samadapt.data.volumes`.
 
 Every reader turns a broken input (missing, zero-byte, truncated or corrupt file, unsupported
 extension, NaN/Inf voxels, a 4D volume where 3D is expected) into a `UserError` naming the file,
@@ -9,22 +11,21 @@ never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from samadapt.data import dicom
 from samadapt.engine.atomic import atomic_write_bytes
 from samadapt.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
+# A DICOM series is a folder (see `is_volume_file`); `.dcm` files are multi-frame volumes.
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + VOLUME_SUFFIXES
 
 
@@ -37,8 +38,10 @@ def file_suffix(path: str | Path) -> str:
 
 
 def file_stem(path: str | Path) -> str:
-    """File name without its (possibly double, `.nii.gz`) extension."""
+    """File name without its (possibly double, `.nii.gz`) extension; a folder's (DICOM series) name."""
     name = Path(path).name
+    if Path(path).is_dir():
+        return name
     suffix = file_suffix(path)
     return name[: len(name) - len(suffix)] if suffix else name
 
@@ -48,20 +51,33 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def is_volume_file(path: str | Path) -> bool:
-    return file_suffix(path) in VOLUME_SUFFIXES and not Path(path).name.startswith(".")
+    """A volume file by its suffix, or a folder holding the slices of a DICOM series."""
+    path = Path(path)
+    if path.is_dir():
+        return dicom.is_series_folder(path)
+    return file_suffix(path) in VOLUME_SUFFIXES and not path.name.startswith(".")
 
 
 def list_files(folder: str | Path, volumes: bool | None = None, recursive: bool = False) -> list[Path]:
-    """Sorted image (volumes=False), volume (True) or both (None) files in `folder`."""
+    """Sorted image (volumes=False), volume (True) or both (None) files in `folder`.
+
+    With volumes, a sub-folder holding DICOM slices is one volume (not searched further), and so is
+    `folder` itself when it holds them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError("folder not found", folder)
-    entries = folder.rglob("*") if recursive else folder.iterdir()
+    if volumes is not False and dicom.is_series_folder(folder):
+        return [folder]
     found = []
-    for path in entries:
-        if not path.is_file():
-            continue
-        if (volumes is not True and is_image_file(path)) or (volumes is not False and is_volume_file(path)):
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if volumes is not False and dicom.is_series_folder(path):
+                found.append(path)
+            elif recursive and not path.name.startswith("."):
+                found += list_files(path, volumes, recursive)
+        elif path.is_file() and ((volumes is not True and is_image_file(path))
+                                 or (volumes is not False and is_volume_file(path))):
             found.append(path)
     return sorted(found)
 
@@ -191,94 +207,6 @@ def read_image(path: str | Path, keep_indices: bool = False) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise UserError("image contains NaN or infinite values", path)
     return array
-
-
-@dataclass
-class Volume:
-    """A NIfTI volume with the geometry needed to write results back in the same space.
-
-    `data` is (X, Y, Z) in the file's voxel order (nibabel's convention; no reorientation), as
-    stored: integer labels stay integer, scaled intensities become float.
-    """
-
-    data: np.ndarray
-    affine: np.ndarray
-    header: Any = field(repr=False)
-    path: Path | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        return tuple(float(z) for z in self.header.get_zooms()[: self.data.ndim])
-
-
-def read_volume(path: str | Path, expect_3d: bool = True) -> Volume:
-    """Read a `.nii` / `.nii.gz` volume; a trailing singleton 4th axis is dropped."""
-    import nibabel as nib
-
-    path = Path(path)
-    _check_file(path, VOLUME_SUFFIXES)
-    try:
-        with _quiet_decoders():
-            image = nib.load(str(path))
-            data = np.asanyarray(image.dataobj)
-    except Exception as exc:  # nibabel and gzip raise assorted types for damaged files
-        raise UserError(f"cannot read NIfTI volume ({type(exc).__name__}: {exc})", path) from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if expect_3d and data.ndim != 3:
-        raise UserError(f"expected a 3D volume, found {data.ndim}D with shape {data.shape}", path)
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise UserError("volume contains NaN or infinite values", path)
-    return Volume(np.asarray(data), np.asarray(image.affine, dtype=np.float64), image.header, path)
-
-
-def read_volume_shape(path: str | Path) -> tuple[int, ...]:
-    """Shape of a NIfTI volume from its header only (no voxel data is decoded)."""
-    import nibabel as nib
-
-    path = Path(path)
-    _check_file(path, VOLUME_SUFFIXES)
-    try:
-        with _quiet_decoders():
-            shape = tuple(int(s) for s in nib.load(str(path)).shape)
-    except Exception as exc:
-        raise UserError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from None
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
-def volume_to_bytes(volume: Volume, gz: bool) -> bytes:
-    import nibabel as nib
-
-    header = volume.header.copy() if volume.header is not None else None
-    image = nib.Nifti1Image(np.asarray(volume.data), volume.affine, header=header)
-    image.set_data_dtype(np.asarray(volume.data).dtype)
-    image.header.set_slope_inter(1.0, 0.0)  # labels are stored as-is, never rescaled
-    raw = image.to_bytes()
-    # mtime=0 keeps the bytes identical between runs.
-    return gzip.compress(raw, compresslevel=6, mtime=0) if gz else raw
-
-
-def write_volume(path: str | Path, volume: Volume) -> None:
-    path = Path(path)
-    if file_suffix(path) not in VOLUME_SUFFIXES:
-        raise UserError("output volume must end in .nii or .nii.gz", path)
-    atomic_write_bytes(path, volume_to_bytes(volume, gz=file_suffix(path) == ".nii.gz"))
-
-
-def write_label_volume(path: str | Path, labels: np.ndarray, like: Volume) -> None:
-    """Write an integer label volume (same shape as `like.data`) in `like`'s space (affine, header)."""
-    labels = np.asarray(labels)
-    if labels.shape != like.data.shape[: labels.ndim] or labels.ndim != 3:
-        raise UserError(f"label volume shape {labels.shape} does not match the image {like.data.shape}", path)
-    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
-        raise UserError("label values must be in 0..255", path)
-    write_volume(path, Volume(labels.astype(np.uint8), like.affine, like.header, Path(path)))
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samadapt.data.io import read_image, read_volume
+from samadapt.data.io import read_image
+from samadapt.data.volumes import read_volume
 from samadapt.errors import UserError
 
 LAYOUTS = ("binary", "index", "color", "folders", "nifti")

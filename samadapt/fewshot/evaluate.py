@@ -20,24 +20,27 @@ def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iter
         gt = remap_classes(case.load_mask(), case.class_names, classes)
         spacing = None
         if case.dims == "3d":
-            from samadapt.data.io import read_volume
+            from samadapt.data.volumes import read_volume
 
             spacing = read_volume(case.image).spacing
         yield EvaluationCase(case.id, predict_case(case, image, gt), gt, image=image, spacing=spacing)
 
 
-def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict_case: Callable, overlays: bool = True):
+def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict_case: Callable, overlays: bool = True,
+                         with_hd95: bool = False, nsd_tolerance: float | None = None):
     """`predict_case(case, image, gt) -> index mask` for each case, scored by `evaluate_cases`."""
     from samadapt.evaluate.report import evaluate_cases
 
     cases = [c for c in cases if c.labeled]
     if not cases:
         raise UserError("no labelled cases to evaluate")
-    return evaluate_cases(_evaluation_cases(cases, classes, predict_case), out_dir, class_names=classes, overlays=overlays)
+    return evaluate_cases(_evaluation_cases(cases, classes, predict_case), out_dir, class_names=classes, overlays=overlays,
+                          with_hd95=with_hd95, nsd_tolerance=nsd_tolerance)
 
 
 def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = False, exclude_support: bool = True,
-                 batch_size: int = CacheSettings.batch_size, overlays: bool = True):
+                 batch_size: int = CacheSettings.batch_size, overlays: bool = True, with_hd95: bool = False,
+                 nsd_tolerance: float | None = None):
     """Predict every case with a few-shot run and write the evaluation report into `out_dir`.
 
     exclude_support: leave out the cases the shots came from (a fair score without a split file).
@@ -48,10 +51,16 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
     if exclude_support:
         support_cases = {item.split(":z")[0] for item in run.config.get("support", [])}
         cases = [c for c in cases if c.id not in support_cases]
+    from samadapt.data.intensity import check_same_intensity
+
+    for case in cases:
+        if case.dims == "3d":
+            check_same_intensity(run.config.get("intensity"), case.intensity, "the few-shot run's support", case.image)
 
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         if case.dims == "3d":
             return segment_volume(run, image, batch_size, largest_component)
         return segment_units(run, [unit_image(image)], batch_size)[0]
 
-    return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays)
+    return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays, with_hd95=with_hd95,
+                                nsd_tolerance=nsd_tolerance)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from samadapt.data.dataset import Case
+from samadapt.data.intensity import DEFAULT_INTENSITY, scale_volume
 from samadapt.data.preprocess import (
     Letterbox,
-    clip_percentiles,
     letterbox_mask,
     letterbox_unit_image,
     normalize,
@@ -26,7 +26,7 @@ from samadapt.data.preprocess import (
 )
 
 # Part of every cache key: bump it when the preprocessing below changes, so old caches are refused.
-PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5"
+PREPROCESS_VERSION = "letterbox-imagenet-v1;2d=unit-range;3d=clip-0.5-99.5;3d-orientation=RAS"
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def case_items(case: Case) -> list[Item]:
     """The items of one case: itself (2D) or each of its slices (3D)."""
     if case.dims != "3d":
         return [Item(case)]
-    from samadapt.data.io import read_volume_shape
+    from samadapt.data.volumes import read_volume_shape
 
     return [Item(case, z) for z in range(read_volume_shape(case.image)[case.slice_axis])]
 
@@ -54,13 +54,13 @@ def unit_images(case: Case) -> list[np.ndarray]:
     """(H, W, 3) float32 [0, 1] images of a case's items, in item order (one read per case)."""
     if case.dims != "3d":
         return [unit_image(case.load_image())]
-    volume = clip_percentiles(case.load_image())
+    volume = case.load_scaled_volume()
     return [unit_slice(volume, case.slice_axis, z) for z in range(volume.shape[case.slice_axis])]
 
 
-def unit_volume_slices(volume: np.ndarray, axis: int) -> list[np.ndarray]:
-    """The same per-slice preprocessing for a raw volume array (prediction on a NIfTI file)."""
-    scaled = clip_percentiles(volume)
+def unit_volume_slices(volume: np.ndarray, axis: int, intensity: str = DEFAULT_INTENSITY) -> list[np.ndarray]:
+    """The same per-slice preprocessing for a raw volume array (prediction on a volume file)."""
+    scaled = scale_volume(volume, intensity)
     return [unit_slice(scaled, axis, z) for z in range(scaled.shape[axis])]
 
 

@@ -37,6 +37,13 @@ class FewShotRun:
     def slice_axis(self) -> int:
         return int(self.config.get("slice_axis", 2))
 
+    @property
+    def intensity(self) -> str:
+        """How the run's training volumes were scaled (runs from before the setting: the default)."""
+        from samadapt.data.intensity import DEFAULT_INTENSITY
+
+        return str(self.config.get("intensity") or DEFAULT_INTENSITY)
+
 
 def load_fewshot_run(run_dir: str | Path) -> FewShotRun:
     """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`."""
@@ -95,48 +102,89 @@ def segment_volume(run: FewShotRun, data: np.ndarray, batch_size: int = 4, large
     from samadapt.data.preprocess import stack_slices
     from samadapt.fewshot.items import unit_volume_slices
 
-    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis), batch_size), run.slice_axis)
+    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis, run.intensity), batch_size), run.slice_axis)
     return keep_largest_components(labels) if largest_component else labels
 
 
-def collect_inputs(path: str | Path) -> tuple[list[Path], bool]:
-    """(files, are_volumes): one NIfTI file, a folder of NIfTI files, or images (file or folder)."""
+def collect_inputs(path: str | Path, series: str | None = None) -> tuple[list[Path], bool]:
+    """(files, are_volumes): one volume (NIfTI, NRRD, MHA, multi-frame DICOM file or a DICOM series
+    folder), a folder of volumes, or images (file or folder). `series` picks a SeriesInstanceUID and
+    needs a single DICOM folder."""
     from samadapt.data.io import is_volume_file, list_files
     from samadapt.inference.predict import collect_images
 
     path = Path(path)
-    if path.is_file() and is_volume_file(path):
-        return [path], True
-    if path.is_dir():
-        volumes = list_files(path, volumes=True)
-        if volumes:
-            return volumes, True
+    if path.exists() and is_volume_file(path):
+        found = [path]
+    elif path.is_dir():
+        found = list_files(path, volumes=True)
+    else:
+        found = []
+    if series is not None and not (len(found) == 1 and found[0].is_dir()):
+        raise UserError(f"--series {series!r} needs --input to be one DICOM series folder", path)
+    if found:
+        return found, True
     return collect_images(path), False
 
 
+def check_volume_inputs(files: list[Path], series: str | None = None, dicom_seg: bool = False) -> None:
+    """Headers only: a DICOM folder's series choice and slice order, other volumes' shapes; DICOM-SEG
+    output needs every input to be a DICOM series folder."""
+    from samadapt.data import dicom
+    from samadapt.data.volumes import read_volume_shape
+
+    for file in files:
+        if dicom_seg and not file.is_dir():
+            raise UserError("--dicom-seg writes segmentations referencing a DICOM series: the input must be DICOM "
+                            "series folders", file)
+        if file.is_dir():
+            dicom.ordered_slices(dicom.choose_series(file, series), file)
+        else:
+            read_volume_shape(file)
+
+
+def _predict_volumes(run: FewShotRun, files: list[Path], stage: Path, out_dir: Path, batch_size: int,
+                     largest_component: bool, series: str | None, dicom_seg: bool) -> list[Path]:
+    """Label volumes (and DICOM-SEG objects) of `files` written into `stage`; returns final paths."""
+    from samadapt.data.io import file_stem
+    from samadapt.data.volumes import output_suffix, read_volume, write_label_volume
+    from samadapt.inference.predict import MASK_SUFFIX
+
+    written = []
+    for file in files:
+        volume = read_volume(file, series=series)
+        labels = segment_volume(run, volume.data, batch_size, largest_component)
+        name = f"{file_stem(file)}{MASK_SUFFIX}{output_suffix(volume)}"
+        write_label_volume(stage / name, labels, volume)
+        written.append(out_dir / name)
+        if dicom_seg:
+            from samadapt.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
+
+            write_dicom_seg(stage / f"{file_stem(file)}{SEG_SUFFIX}", labels, volume, run.classes, series)
+            written.append(out_dir / f"{file_stem(file)}{SEG_SUFFIX}")
+    return written
+
+
 def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = CacheSettings.batch_size,
-                 largest_component: bool = False) -> dict:
+                 largest_component: bool = False, series: str | None = None, dicom_seg: bool = False) -> dict:
     """Write what `samadapt predict` writes for a fine-tuned run: `<stem>_mask.png` index masks and
-    `<stem>_overlay.png` (2D) or `<stem>_mask.nii.gz` label volumes (3D), and classes.json, through
-    a staging folder (a failure leaves nothing behind); returns counts and timing."""
-    from samadapt.data.io import file_stem, png_bytes, read_image, read_volume, write_label_volume
+    `<stem>_overlay.png` (2D) or `<stem>_mask.<input's format>` label volumes in the input's geometry
+    (3D; DICOM input gives .nii.gz, and with `dicom_seg` also `<stem>_seg.dcm` referencing the
+    series), and classes.json, through a staging folder (a failure leaves nothing behind); returns
+    counts and timing."""
+    from samadapt.data.io import file_stem, png_bytes, read_image
     from samadapt.data.preprocess import unit_image
     from samadapt.engine.atomic import staged_dir
     from samadapt.inference.overlay import overlay_labels
     from samadapt.inference.predict import CLASSES_FILE, MASK_SUFFIX, OVERLAY_SUFFIX, classes_json
 
-    files, volumes = collect_inputs(input_path)
+    files, volumes = collect_inputs(input_path, series)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     written = []
     with staged_dir(out_dir) as stage:
         if volumes:
-            for file in files:
-                volume = read_volume(file)
-                labels = segment_volume(run, volume.data, batch_size, largest_component)
-                name = f"{file_stem(file)}{MASK_SUFFIX}.nii.gz"
-                write_label_volume(stage / name, labels, volume)
-                written.append(out_dir / name)
+            written = _predict_volumes(run, files, stage, out_dir, batch_size, largest_component, series, dicom_seg)
         else:
             for start in range(0, len(files), batch_size):
                 chunk = files[start:start + batch_size]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from samadapt.data.preprocess import Letterbox, valid_region
-from samadapt.engine.atomic import sha256_file as file_sha256
+from samadapt.data.volumes import volume_sha256
 from samadapt.errors import UserError
 from samadapt.options import flag
 from samadapt.fewshot.cache import FeatureCache, build_frozen_model
@@ -103,7 +103,7 @@ def load_support(items: list[Item], classes: list[str], cache: FeatureCache) -> 
     features, masks, valid = [], [], []
     hashes: dict[Path, str] = {}
     for item in items:
-        content = hashes.setdefault(item.case.image, file_sha256(item.case.image))
+        content = hashes.setdefault(item.case.image, volume_sha256(item.case.image))
         cache.check_current(item, content)
         entry = cache.entry(item.item_id)
         box = Letterbox(tuple(entry["original_hw"]), tuple(entry["resized_hw"]), size)
@@ -214,6 +214,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                     extra_tensors=extra,
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],
                                               "dims": first.dims, "slice_axis": first.slice_axis,
+                                              **({"intensity": first.intensity} if first.dims == "3d" else {}),
                                               "cache_model": identity.to_dict()}})
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

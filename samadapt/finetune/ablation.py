@@ -195,7 +195,7 @@ def _scores(config, part: str) -> dict[str, dict[str, float]]:
 
     run_dir = Path(config.out)
     run = load_finetune_run(run_dir)
-    cases = split_cases_for_run(Path(config.data), Path(config.splits), part, config.fold, run.class_names)
+    cases = split_cases_for_run(Path(config.data), Path(config.splits), part, config.fold, run.class_names, run.info)
     result = evaluate_cases(run_split_cases(run.model, cases), run_dir / "eval",
                             class_names=run.class_names, overlays=False)
     return _case_scores(result.rows)

@@ -29,9 +29,12 @@ def resolve_split(run_info: dict, run_dir: Path, splits_file: Path | None, fold:
     return Path(splits), int(run_info.get("fold", 0) if fold is None else fold)
 
 
-def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, class_names: list[str]):
-    """The labelled cases of `part`, after checking the dataset's classes against the run's."""
+def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, class_names: list[str],
+                        run_info: dict | None = None):
+    """The labelled cases of `part`, after checking the dataset's classes (and, given the run's
+    recorded `run_info`, its volumes' intensity setting) against the run's."""
     from samadapt.data.dataset import load_dataset
+    from samadapt.data.intensity import check_same_intensity
     from samadapt.data.splits import load_splits, split_cases
 
     if part not in PARTS:
@@ -42,6 +45,8 @@ def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, cla
     unknown = [c for c in dataset.class_names if c not in class_names]
     if unknown:
         raise UserError(f"dataset classes {unknown} are not among the model's classes {class_names}", data)
+    if run_info is not None and dataset.spec.dims == "3d":
+        check_same_intensity(run_info.get("intensity"), dataset.spec.intensity, "the fine-tuned model's training data", data)
     splits = load_splits(splits_file, dataset)
     if part != "test" and not 0 <= fold < len(splits["splits"]):
         raise UserError(f"{flag('fold')} {fold} is outside the split, which has folds 0..{len(splits['splits']) - 1}", splits_file)
@@ -53,13 +58,14 @@ def split_cases_for_run(data: Path, splits_file: Path, part: str, fold: int, cla
 
 def predict_case(model, case) -> tuple[np.ndarray, np.ndarray]:
     """(image, predicted index mask) of a 2D case, or (volume, predicted label volume) of a 3D one."""
-    from samadapt.data.preprocess import clip_percentiles, stack_slices, volume_slices
+    from samadapt.data.intensity import scale_volume
+    from samadapt.data.preprocess import stack_slices, volume_slices
     from samadapt.finetune.runs import segment_index
 
     image = case.load_image()
     if case.dims != "3d":
         return image, segment_index(model, image)
-    scaled = clip_percentiles(image)  # one intensity scale for the whole volume, as in training
+    scaled = scale_volume(image, case.intensity)  # one intensity scale for the whole volume, as in training
     slices = [segment_index(model, s) for s in volume_slices(scaled, case.slice_axis)]
     return image, stack_slices(slices, case.slice_axis)
 
@@ -69,7 +75,10 @@ def run_split_cases(model, cases) -> Iterator:
     from samadapt.data.masks import remap_classes
     from samadapt.evaluate.report import EvaluationCase
 
+    from samadapt.data.volumes import read_volume
+
     for case in cases:
         image, pred = predict_case(model, case)
         gt = remap_classes(case.load_mask(), case.class_names, list(model.class_names))
-        yield EvaluationCase(case.id, pred, gt, image=image)
+        spacing = read_volume(case.image).spacing if case.dims == "3d" else None  # HD95, NSD in mm
+        yield EvaluationCase(case.id, pred, gt, image=image, spacing=spacing)

@@ -3,6 +3,7 @@ in `samadapt.modeling.sources`, shared by every command), read the fine-tuning w
 
     random          random weights
     sam2:PATH       a released model: Meta's .pt/.pth, a Hugging Face folder or a samadapt checkpoint
+    hf:ORG/NAME     the same from the Hugging Face Hub, through its cache (`modeling/hub.py`)
     mae:RUN_DIR     random weights, then the image-encoder trunk of an MAE pre-training run
     ckpt:DIR        a samadapt model checkpoint, or a fine-tuning run (its model and class prompts)
 
@@ -19,7 +20,7 @@ import torch
 
 from samadapt.errors import UserError
 from samadapt.options import flag
-from samadapt.modeling.sources import parse_init
+from samadapt.modeling.sources import RELEASED_KINDS, parse_init, weights_path
 
 
 @dataclass
@@ -63,9 +64,10 @@ def build_base(model_name: str, image_size: int, init: str, class_names: list[st
     name = get_spec(model_name).name
     if kind == "random":
         return InitResult(build_model(name, image_size), {"init": "random"})
-    if kind == "sam2":
-        base = load_model(name, weights=path, image_size=image_size)
-        return InitResult(base, {"init": "pretrained", "parent": str(path)})
+    if kind in RELEASED_KINDS:
+        weights = weights_path(source)  # hf: resolved through the Hub's cache
+        base = load_model(name, weights=weights, image_size=image_size)
+        return InitResult(base, {"init": "pretrained", "parent": str(source) if source.hub else str(weights)})
     if kind == "mae":
         base = build_model(name, image_size)
         mae = load_mae_encoder(base, path)

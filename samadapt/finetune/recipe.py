@@ -29,7 +29,7 @@ from samadapt.errors import UserError
 from samadapt.options import flag
 
 RECIPES = ("auto", "scratch", "pretrained")
-PRETRAINED_INITS = ("sam2", "mae", "ckpt")
+PRETRAINED_INITS = ("sam2", "hf", "mae", "ckpt")
 
 
 @dataclass(frozen=True)

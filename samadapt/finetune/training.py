@@ -150,7 +150,7 @@ def finetune(config: FinetuneConfig) -> dict:
     if trainer.is_main:
         for line in result["warnings"]:
             warn(line)
-        save_run_model(model.eval(), out, _run_info(config, dataset.name, loss_fn.spec, recipe, summary),
+        save_run_model(model.eval(), out, _run_info(config, dataset, loss_fn.spec, recipe, summary),
                        {**provenance, "command": "finetune", "data": str(config.data),
                         "splits": str(config.splits), "fold": config.fold})
         if config.train == "lora":
@@ -258,11 +258,11 @@ def _keep_selected_weights(config: FinetuneConfig, model, out: Path) -> None:
         load_model_state(model, state["model"], trainable_only=config.train == "lora")
 
 
-def _run_info(config: FinetuneConfig, dataset_name: str, loss_spec: str, recipe, summary: dict) -> dict:
+def _run_info(config: FinetuneConfig, dataset, loss_spec: str, recipe, summary: dict) -> dict:
     """What the saved model folder records about how it was trained."""
     return {"loss": loss_spec, "splits": str(Path(config.splits).resolve()), "fold": config.fold,
-            "data": str(Path(config.data).resolve()),
-            "dataset": dataset_name, "train": config.train, "prompt": config.prompt,
+            "data": str(Path(config.data).resolve()), "intensity": dataset.spec.intensity,
+            "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
             "recipe": recipe.as_dict(), **({"lora": config.lora_settings().as_dict()} if config.train == "lora" else {})}
 

@@ -10,7 +10,7 @@ from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
 
 # Prompted segmentation needs a trained mask decoder: an MAE run has none, and a fine-tuning run
 # is used whole with --model RUN (its class prompts) rather than as starting weights.
-PREDICT_INIT = ("random", "sam2", "ckpt")
+PREDICT_INIT = ("random", "sam2", "hf", "ckpt")
 DEFAULT_MODEL = "sam2-hiera-tiny"
 BACKENDS = ("torch", "onnxruntime")
 

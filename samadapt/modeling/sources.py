@@ -5,6 +5,10 @@
                   or a samadapt checkpoint folder
     mae:RUN_DIR   the image encoder of a `samadapt pretrain` run (RUN_DIR/encoder)
     ckpt:DIR      a samadapt checkpoint folder, or a fine-tuning run folder (its model/)
+    hf:ORG/NAME[/FILE][@REVISION]
+                  weights from the Hugging Face Hub, through its local cache (`modeling/hub.py`):
+                  a transformers SAM2/SAM repository, or one Meta-format file of a repository
+                  (MedSAM2's `.pt` files); honours HF_HUB_OFFLINE, HF_HOME and HF_HUB_CACHE
 
 Every command parses the option with `parse_init(text, accepts=...)`: the kinds a command has no
 use for are refused in one line that says what it takes instead. This module stays free of torch
@@ -17,17 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samadapt.errors import UserError, warn
+from samadapt.modeling.hub import HubRef, parse_hub_ref
 
 INIT_OPTION = "--init"
 INIT_DEFAULT = "random"
-INIT_KINDS = ("random", "sam2", "mae", "ckpt")
-_SYNTAX = {"random": "random", "sam2": "sam2:PATH", "mae": "mae:RUN_DIR", "ckpt": "ckpt:DIR"}
+INIT_KINDS = ("random", "sam2", "hf", "mae", "ckpt")
+_SYNTAX = {"random": "random", "sam2": "sam2:PATH", "hf": "hf:ORG/NAME[@REVISION]", "mae": "mae:RUN_DIR",
+           "ckpt": "ckpt:DIR"}
 _MEANING = {
     "random": "random",
     "sam2": "sam2:PATH (Meta .pt/.pth, Hugging Face folder or samadapt checkpoint)",
+    "hf": "hf:ORG/NAME (Hugging Face Hub, through its cache; /FILE and @REVISION optional, e.g. hf:facebook/sam2.1-hiera-tiny)",
     "mae": "mae:RUN_DIR (encoder of a `samadapt pretrain` run)",
     "ckpt": "ckpt:DIR (samadapt checkpoint or fine-tuning run)",
 }
+# Kinds that name released SAM2/SAM weights (a file or folder, here or on the Hub).
+RELEASED_KINDS = ("sam2", "hf")
+
 SAM2_RELEASE_PAGE = "https://github.com/facebookresearch/sam2"
 SAM_RELEASE_PAGE = "https://github.com/facebookresearch/segment-anything"
 HF_PAGE = "https://huggingface.co"
@@ -35,16 +45,19 @@ HF_PAGE = "https://huggingface.co"
 
 @dataclass(frozen=True)
 class InitSource:
-    """A parsed `--init` value: its kind and, except for random, the path it names."""
+    """A parsed `--init` value: its kind and, except for random, the path (or Hub name) it names."""
 
     kind: str
     path: Path | None = None
+    hub: HubRef | None = None
 
     @property
     def is_random(self) -> bool:
         return self.kind == "random"
 
     def __str__(self) -> str:
+        if self.hub is not None:
+            return str(self.hub)
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
@@ -74,6 +87,8 @@ def parse_init(text: str, accepts=INIT_KINDS, command: str | None = None,
         why = (reasons or {}).get(kind)
         who = f"{command} takes" if command else "use"
         raise UserError(f"{INIT_OPTION} {text}: " + (f"{why}; " if why else "") + f"{who} {_listing(accepts)}")
+    if kind == "hf":
+        return InitSource(kind, hub=parse_hub_ref(rest, INIT_OPTION))
     return InitSource(kind, Path(rest) if rest else None)
 
 
@@ -85,6 +100,10 @@ def weights_path(source: InitSource) -> Path | None:
     """
     if source.is_random:
         return None
+    if source.kind == "hf":
+        from samadapt.modeling.hub import resolve_hub_weights
+
+        return resolve_hub_weights(source.hub)
     if source.kind == "mae":
         from samadapt.pretrain.export import resolve_encoder_dir
 

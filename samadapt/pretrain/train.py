@@ -32,7 +32,8 @@ def _check_image_files(dataset) -> None:
     """Decode every file once before any model work, so a broken, 4D or NaN-holding file fails
     the command up front, and refuse 2-D images smaller than one mask unit (letterboxing would
     only blow up a few pixels)."""
-    from samadapt.data.io import is_volume_file, read_image, read_volume
+    from samadapt.data.io import is_volume_file, read_image
+    from samadapt.data.volumes import read_volume
 
     for path in dict.fromkeys(path for path, _, _ in dataset.items):
         if is_volume_file(path):

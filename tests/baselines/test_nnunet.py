@@ -37,7 +37,7 @@ def test_raw_dataset_has_nnunet_names_labels_and_geometry(tmp_path, dims):
 
     from samadapt.baselines.nnunet_format import check_convertible, dataset_folder_name, write_raw_dataset
     from samadapt.data.dataset import load_dataset
-    from samadapt.data.io import read_volume
+    from samadapt.data.volumes import read_volume
     from samadapt.data.splits import load_splits, split_cases
 
     description, splits_file = _dataset_and_splits(tmp_path, dims)

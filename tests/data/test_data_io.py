@@ -10,13 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from samadapt.data.io import (
-    file_stem,
-    read_image,
-    read_volume,
-    write_label_volume,
-    write_mask_png,
-)
+from samadapt.data.io import file_stem, read_image, write_mask_png
+from samadapt.data.volumes import read_volume, write_label_volume
 from samadapt.errors import UserError
 
 

@@ -134,6 +134,33 @@ def _dataset_variants(root: Path) -> None:
              root / "anat3d_4d" / "images" / "A0001.nii.gz")
 
 
+def _write_clinical_files(bad: Path) -> None:
+    """Broken DICOM series and NRRD headers, generated (never copied from real data), and a Hub
+    cache holding repositories that are not SAM2 weights."""
+    from clinical_files import mark_compressed, sample_volume, write_dicom_series, write_itk, write_non_image_dicom
+    from hub_cache import add_cached_repo
+
+    (bad / "unknown_window.yaml").write_text("dims: 3d\nimages: ../anat3d/images\nintensity: ct:liver\n")
+    add_cached_repo(bad / "hf_cache", "acme/vit-base", {"config.json": b'{"model_type": "vit"}',
+                                                       "model.safetensors": b"not used"})
+    add_cached_repo(bad / "hf_cache", "acme/two-checkpoints", {"a.pt": b"x", "b.pt": b"y", "README.md": b"z"})
+
+    volume = sample_volume()
+    write_dicom_series(bad / "dicom_two_series", volume, series_uid="1.2.826.0.9.1", prefix="a")
+    write_dicom_series(bad / "dicom_two_series", volume, series_uid="1.2.826.0.9.2", prefix="b")
+    write_dicom_series(bad / "dicom_missing_slice", volume, positions=[0.0, 2.5, 7.5, 10.0])
+    write_dicom_series(bad / "dicom_duplicate_slice", volume, positions=[0.0, 2.5, 2.5, 5.0])
+    write_dicom_series(bad / "dicom_uneven_spacing", volume, positions=[0.0, 2.5, 4.0, 6.5])
+    write_non_image_dicom(bad / "report.dcm")
+    mark_compressed(write_dicom_series(bad / "dicom_htj2k", volume))
+    write_itk(bad / "nrrd_data" / "v.nhdr", volume)
+    (bad / "nrrd_header").mkdir()
+    text = (bad / "nrrd_data" / "v.nhdr").read_text(encoding="latin-1")
+    (bad / "nrrd_header" / "v.nhdr").write_text(
+        "".join(line if not line.startswith("data file") else "data file: ../nrrd_data/v.raw.gz\n"
+                for line in text.splitlines(keepends=True)), encoding="latin-1")
+
+
 @pytest.fixture(scope="session")
 def bad_world(tmp_path_factory) -> Path:
     """Root folder with: fa/ (12 FA phantoms, 6 patients, splits.json with 2 folds), anat2d/ (4
@@ -154,6 +181,7 @@ def bad_world(tmp_path_factory) -> Path:
     build_cache(load_dataset(root / "anat2d").cases, root / "anat2d_cache", "sam2-hiera-tiny", None, 64)
     _dataset_variants(root)
     _write_broken_files(root / "bad")
+    _write_clinical_files(root / "bad")
     _write_checkpoints(root)
     _write_runs_and_exports(root)
     return root

@@ -37,9 +37,11 @@ class Case:
     id: str
     command: str  # relative to bad_world
     message: str  # fragment of the one error line
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command
 
 
 FA = "--data fa --splits fa/splits.json"
+HUB_OFFLINE = (("HF_HUB_OFFLINE", "1"), ("HF_HUB_CACHE", "bad/hf_cache"))
 TINY_MAE = "--image-size 64 --batch-size 1 --epochs 1 --warmup-epochs 0"
 
 CASES = [
@@ -86,12 +88,22 @@ CASES = [
          "(for a weights file or folder: sam2:ckpt_small)"),
     Case("init-unknown-kind", "predict --input bad/ok.png --out out --init imagenet:x", "--init 'imagenet:x': use random"),
     Case("init-kind-without-path", "predict --input bad/ok.png --out out --init sam2:", "--init 'sam2:'"),
-    Case("predict-init-mae", "predict --input bad/ok.png --out out --init mae:fa", "predict takes random, sam2:PATH or ckpt:DIR"),
+    Case("predict-init-mae", "predict --input bad/ok.png --out out --init mae:fa", "predict takes random, sam2:PATH, hf:ORG/NAME[@REVISION] or ckpt:DIR"),
+    Case("hub-offline-not-cached", "predict --input bad/ok.png --out out --init hf:nobody/no-such-model",
+         "hf:nobody/no-such-model: not in the Hugging Face cache bad/hf_cache and HF_HUB_OFFLINE is set", HUB_OFFLINE),
+    Case("hub-another-architecture", "predict --input bad/ok.png --out out --init hf:acme/vit-base",
+         "hf:acme/vit-base: the repository holds a 'vit' model (config.json model_type), not SAM2 or SAM", HUB_OFFLINE),
+    Case("hub-several-weight-files", "predict --input bad/ok.png --out out --init hf:acme/two-checkpoints",
+         "the repository holds 2 weight files (a.pt, b.pt); name one, e.g. hf:acme/two-checkpoints/a.pt", HUB_OFFLINE),
+    Case("hub-malformed-name", "predict --input bad/ok.png --out out --init hf:just-a-name",
+         "--init 'hf:just-a-name': expected hf:ORG/NAME[/FILE][@REVISION]"),
     Case("init-ckpt-not-a-checkpoint", "predict --input bad/ok.png --out out --init ckpt:bad/empty_dir",
          "not a samadapt checkpoint folder"),
     # ---------------------------------------------------------------- datasets
     Case("volume-given-as-description", "data check bad/nan.nii.gz", "not a dataset description"),
     Case("description-not-yaml", "data check bad/not_yaml.yaml", "not valid YAML"),
+    Case("description-unknown-ct-window", "data check bad/unknown_window.yaml",
+         "bad/unknown_window.yaml: intensity 'ct:liver': use percentile, percentile:LOW-HIGH, ct:soft_tissue|lung|bone|brain"),
     Case("description-unknown-key", "data check bad/unknown_key.yaml", "unknown keys in dataset description"),
     Case("mask-with-foreign-label", "data check fa_foreign", "1 problem(s) in dataset fa_foreign"),
     Case("volume-with-nan", "data check anat3d_nan", "1 problem(s) in dataset anat3d_nan"),
@@ -134,6 +146,21 @@ CASES = [
     Case("pretrain-init-flipped-byte", f"pretrain --data fa --out run {TINY_MAE} --init ckpt:ckpt_flipped", "sha256 mismatch"),
     Case("pretrain-four-d-volume", f"pretrain --data bad/four_d.nii.gz --out run {TINY_MAE}", "expected a 3D volume"),
     Case("pretrain-volume-with-nan", f"pretrain --data bad/nan.nii.gz --out run {TINY_MAE}", "NaN"),
+    Case("dicom-two-series-no-choice", f"pretrain --data bad/dicom_two_series --out run {TINY_MAE}",
+         "bad/dicom_two_series: 2 DICOM series in the folder; choose one with --series UID: 1.2.826.0.9.1 (4 slices), "
+         "1.2.826.0.9.2 (4 slices)"),
+    Case("dicom-missing-slice", f"pretrain --data bad/dicom_missing_slice --out run {TINY_MAE}",
+         "bad/dicom_missing_slice: missing slice(s): a gap of 5.000 mm between slice001 and slice002"),
+    Case("dicom-duplicated-slice", f"pretrain --data bad/dicom_duplicate_slice --out run {TINY_MAE}",
+         "slice002: duplicated slice: slice001 and slice002 share position"),
+    Case("dicom-uneven-spacing", f"pretrain --data bad/dicom_uneven_spacing --out run {TINY_MAE}",
+         "bad/dicom_uneven_spacing: inconsistent slice spacing: 1.500 mm between slice001 and slice002"),
+    Case("dicom-compressed-without-decoder", f"pretrain --data bad/dicom_htj2k --out run {TINY_MAE}",
+         "bad/dicom_htj2k/slice000: pixel data uses transfer syntax 1.2.840.10008.1.2.4.201 (High-Throughput JPEG 2000"),
+    Case("dicom-without-image", f"pretrain --data bad/report.dcm --out run {TINY_MAE}",
+         "bad/report.dcm: DICOM object holds no image"),
+    Case("nrrd-header-outside-folder", f"pretrain --data bad/nrrd_header/v.nhdr --out run {TINY_MAE}",
+         "bad/nrrd_header/v.nhdr: detached header points to data file '../nrrd_data/v.raw.gz' outside its folder"),
     Case("pretrain-five-channel-tiff", f"pretrain --data bad/five_channels.tif --out run {TINY_MAE}", "1-4 channels"),
     Case("pretrain-output-under-a-file", f"pretrain --data fa --out bad/a_file/run {TINY_MAE}", "bad/a_file"),
     Case("pretrain-negative-workers", f"pretrain --data fa --out run {TINY_MAE} --workers -1", "--workers -1"),
@@ -194,9 +221,15 @@ CASES = [
          "expected a 3D volume"),
     Case("fewshot-cache-zero-batch", "fewshot cache --data anat2d --out cache --image-size 64 --batch-size 0",
          "--batch-size 0"),
+    Case("fewshot-predict-unknown-series", "fewshot predict --model fa --input bad/dicom_two_series --out out --series 9.9",
+         "bad/dicom_two_series: --series '9.9' is not in the folder; it holds 1.2.826.0.9.1, 1.2.826.0.9.2"),
+    Case("fewshot-predict-series-of-a-file", "fewshot predict --model fa --input bad/nan.nii.gz --out out --series 1.2",
+         "--series '1.2' needs --input to be one DICOM series folder"),
+    Case("fewshot-predict-dicom-seg-of-nifti", "fewshot predict --model fa --input bad/nan.nii.gz --out out --dicom-seg",
+         "bad/nan.nii.gz: --dicom-seg writes segmentations referencing a DICOM series"),
     Case("fewshot-predict-not-a-run", "fewshot predict --model fa --input anat2d/images --out out", "fa: not a few-shot run"),
     Case("fewshot-cache-init-unknown-kind", "fewshot cache --data anat2d --out cache --image-size 64 --init imagenet",
-         "--init 'imagenet': use random, sam2:PATH, mae:RUN_DIR or ckpt:DIR"),
+         "--init 'imagenet': use random, sam2:PATH, hf:ORG/NAME[@REVISION], mae:RUN_DIR or ckpt:DIR"),
     Case("fewshot-cache-mae-run-missing", "fewshot cache --data anat2d --out cache --image-size 64 --init mae:fa",
          "fa: not a pre-training run folder"),
     Case("fewshot-baseline-init-mae", "fewshot baseline --data anat2d --out out --init mae:fa", "mask decoder never trained"),
@@ -266,6 +299,8 @@ def test_the_catalogue_is_large_and_ids_are_unique():
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case: Case, bad_world: Path, monkeypatch, capsys):
     monkeypatch.chdir(bad_world)
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     before = tree_state(bad_world)
     try:
         code, _, err = run_cli(shlex.split(case.command), capsys)

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from samadapt.data.io import read_image, read_volume, read_volume_shape
+from samadapt.data.io import read_image
+from samadapt.data.volumes import read_volume, read_volume_shape
 from samadapt.data.masks import ClassInfo, MaskLayout, decode_mask
 from samadapt.errors import UserError
 
