@@ -107,3 +107,21 @@ def test_objects_run_from_their_own_key_slices():
     assert [(f, o) for f, o, _ in visits if o == 7] == [(3, 7), (4, 7), (5, 7), (3, 7), (2, 7), (1, 7), (0, 7)]
     assert [(f, o) for f, o, _ in visits if o == 1] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (1, 1), (0, 1)]
     assert forward[0] == (1, 1)
+
+
+@pytest.mark.slow
+def test_stored_outputs_stay_bounded(monkeypatch):
+    """Only the outputs SAM2 can still read are kept: a window behind the tracking front, and the
+    window after the first key slice that the backward pass starts from."""
+    import samadapt.inference.propagate as module
+
+    sessions = []
+    real_session = module._session
+    monkeypatch.setattr(module, "_session", lambda *a: sessions.append(real_session(*a)) or sessions[-1])
+    model = _tiny_model(20.0)
+    model.hf.config.max_object_pointers_in_encoder = 4  # a window of 7 slices (num_maskmem) keeps it short
+    pixels = torch.randn(20, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    stored = [len(sessions[0].output_dict_per_obj[0]["non_cond_frame_outputs"])
+              for _ in propagate(model.hf, pixels, [FramePrompt(1, 2, mask=MASK)])]
+    window = max(model.hf.config.num_maskmem, model.hf.config.max_object_pointers_in_encoder)
+    assert window == 7 and max(stored) <= 2 * window + 2 < 19
