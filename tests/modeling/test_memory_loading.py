@@ -42,6 +42,7 @@ def test_image_only_weights_are_refused(tmp_path):
 
 
 @pytest.mark.reference
+@pytest.mark.slow
 def test_meta_checkpoint_loads_strictly(tmp_path):
     pytest.importorskip("sam2")
     from sam2.build_sam import build_sam2
