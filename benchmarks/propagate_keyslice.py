@@ -4,7 +4,8 @@
         --out runs/propagate_hippo [--image-size 128] [--init sam2:PATH] [--keep-tracking]
 
 For every test volume of the splits file, the key slice is the slice (last axis) with the most
-labelled voxels; its labels are the prompt. Prints mean Dice, precision and recall per class over
+labelled voxels; its labels are the prompt. `--init random` (the default) draws one set of random
+weights (seed 0) and uses it for every volume, saved as a Hugging Face folder under OUT. Prints mean Dice, precision and recall per class over
 the volumes and the number of slices predicted non-empty where the ground truth is empty.
 """
 
@@ -38,6 +39,15 @@ def main() -> None:
     args = parser.parse_args()
     names = json.loads(args.splits.read_text())["test"]["patients"]
     args.out.mkdir(parents=True, exist_ok=True)
+    init = args.init
+    if init == "random":  # `samadapt propagate --init random` draws new weights on every call
+        import torch
+
+        from samadapt.modeling.sam2_video import build_memory_model
+
+        torch.manual_seed(0)
+        build_memory_model("sam2.1-hiera-tiny", args.image_size).hf.save_pretrained(args.out / "random_weights")
+        init = f"sam2:{args.out / 'random_weights'}"
     rows = []
     for name in names:
         image, labels = args.data / "imagesTr" / f"{name}.nii.gz", args.data / "labelsTr" / f"{name}.nii.gz"
@@ -49,7 +59,7 @@ def main() -> None:
         prompt_path, out = args.out / f"{name}_key.nii.gz", args.out / f"{name}_seg.nii.gz"
         nib.save(nib.Nifti1Image(prompt, truth_image.affine), str(prompt_path))
         command = [sys.executable, "-m", "samadapt", "propagate", "--input", str(image), "--labels",
-                   str(prompt_path), "--out", str(out), "--model", "sam2.1-hiera-tiny", "--init", args.init,
+                   str(prompt_path), "--out", str(out), "--model", "sam2.1-hiera-tiny", "--init", init,
                    "--image-size", str(args.image_size), "--threads", "1"]
         subprocess.run(command + (["--keep-tracking"] if args.keep_tracking else []), check=True,
                        stderr=subprocess.DEVNULL)

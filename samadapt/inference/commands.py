@@ -154,6 +154,7 @@ def propagate(
     image_size: int | None = config_option(PropagateConfig, "image_size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
     stop_when_absent: bool = typer.Option(PropagateConfig.stop_when_absent, "--stop-when-absent/--keep-tracking", help="Stop an object, in each direction, on the first slice its object score calls empty (until its next key slice); --keep-tracking follows it to the ends as SAM2 does."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
 ) -> None:
     """Segment a volume from a few prompted slices with SAM2's memory: forward and backward from the key slices."""
     import time
@@ -189,7 +190,7 @@ def propagate(
     out = check_output(out, stack)
     if threads:
         torch.set_num_threads(threads)
-    net = _load_memory_model(model, source, image_size)
+    net = _load_memory_model(model, source, image_size, fast)
     start = time.perf_counter()
     result = segment_stack(net, stack, prompts, label_slices, stop_when_absent=stop_when_absent,
                            progress=_progress_bar)
@@ -215,16 +216,17 @@ def _whole_slices(values, option: str) -> list[tuple]:
     return out
 
 
-def _load_memory_model(model: str | None, source, image_size: int | None):
-    """SAM2 with its memory from `--model`/`--init`; random weights are announced on stderr."""
-    from samadapt.modeling.sam2_video import load_memory_model
+def _load_memory_model(model: str | None, source, image_size: int | None, fast: bool):
+    """SAM2 with its memory from `--model`/`--init`, on the fast encoder unless `fast` is False;
+    random weights are announced on stderr."""
+    from samadapt.modeling.sam2_video import accelerate_memory_model, load_memory_model
     from samadapt.modeling.sources import warn_random_weights, weights_path
 
     weights = weights_path(source)
     net = load_memory_model(model or (None if weights else DEFAULT_MEMORY_MODEL), weights, image_size)
     if weights is None:
         warn_random_weights(net.name, "the masks")
-    return net
+    return accelerate_memory_model(net, fast=fast)
 
 
 def _progress_bar(iterable, total: int, what: str):

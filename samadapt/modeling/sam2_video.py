@@ -172,3 +172,41 @@ def load_memory_model(name: str | None = None, weights: str | Path | None = None
                  what=f"{name} with memory")
     model.hf.load_state_dict(loaded.state_dict, strict=True)
     return model
+
+
+def accelerate_memory_model(model: MemoryModel, *, fast: bool = True, compile: bool = False,
+                            precision: str = "fp32") -> MemoryModel:
+    """Route the video model's image features through samadapt's fast Hiera encoder (in place).
+
+    The fast encoder works on the same parameters (`vision_encoder`, `conv_s0`/`conv_s1`), returns
+    the image path's features (`no_memory_embedding` added, which the memory path adds itself only
+    where SAM2 does, so it is taken off again) and leaves the memory modules as they are. Models
+    the fast path does not cover keep the plain encoder (with the fast encoder's one-line notice).
+    """
+    from types import SimpleNamespace
+
+    from samadapt.modeling.fast import accelerate
+    from samadapt.modeling.segment_anything import SegmentAnything
+
+    if not fast:
+        return model
+    hf = model.hf
+    image = accelerate(SegmentAnything(hf, name=model.name, family="sam2", image_size=model.image_size).eval(),
+                       compile=compile, precision=precision)
+    if "fast_encoder" not in image.__dict__:
+        return model
+    neck = hf.vision_encoder.neck
+    channels = neck.convs[0].out_channels
+
+    def image_features(pixel_values: torch.Tensor, **_):
+        features = image.encode(pixel_values)
+        s4, s8 = features.high_res  # (B, 32, S/4, S/4), (B, 64, S/8, S/8)
+        s16 = features.embedding - hf.no_memory_embedding.reshape(1, -1, 1, 1)  # (B, 256, S/16, S/16)
+        maps = [s4, s8, s16]
+        positions = [neck.position_encoding((m.shape[0], channels, *m.shape[-2:]), m.device, m.dtype) for m in maps]
+        # the video model's layout: (H*W, B, C) per level, high to low resolution
+        return SimpleNamespace(fpn_hidden_states=[m.flatten(2).permute(2, 0, 1) for m in maps],
+                               fpn_position_encoding=[p.flatten(2).permute(2, 0, 1) for p in positions])
+
+    hf.__dict__["get_image_features"] = image_features  # shadows the method; state_dict unaffected
+    return model

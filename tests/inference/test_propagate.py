@@ -125,3 +125,20 @@ def test_stored_outputs_stay_bounded(monkeypatch):
               for _ in propagate(model.hf, pixels, [FramePrompt(1, 2, mask=MASK)])]
     window = max(model.hf.config.num_maskmem, model.hf.config.max_object_pointers_in_encoder)
     assert window == 7 and max(stored) <= 2 * window + 2 < 19
+
+
+def test_the_fast_encoder_gives_the_plain_masks():
+    from samadapt.modeling.sam2_video import accelerate_memory_model
+
+    def relative_error(a, b):
+        return float((a.double() - b.double()).norm() / b.double().norm())
+
+    model = _tiny_model(20.0)
+    pixels = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    prompts = [FramePrompt(1, 1, mask=MASK)]
+    plain = {(r.frame, r.prompted): r.logits.clone() for r in propagate(model.hf, pixels, prompts)}
+    accelerate_memory_model(model)
+    assert "get_image_features" in model.hf.__dict__
+    fast = {(r.frame, r.prompted): r.logits.clone() for r in propagate(model.hf, pixels, prompts)}
+    assert fast.keys() == plain.keys()
+    assert all(relative_error(fast[k], plain[k]) < 1e-4 for k in plain)
