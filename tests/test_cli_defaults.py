@@ -16,6 +16,7 @@ import pytest
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings, FewShotConfig
 from samadapt.finetune.config import FinetuneConfig
+from samadapt.inference.config import PropagateConfig
 from samadapt.options import default_of, field_of_flag, flag
 from samadapt.pretrain.config import PretrainConfig
 
@@ -31,6 +32,7 @@ PAIRS = [
     ("fewshot cache", CacheSettings, {"model", "init", "image_size", "batch_size"}),
     ("fewshot baseline", CacheSettings, {"model", "init", "image_size"}),
     ("fewshot predict", CacheSettings, {"batch_size"}),
+    ("propagate", PropagateConfig, {"init", "image_size", "stop_when_absent"}),
 ]
 # options spelled like a field of the command's config that mean something else there
 OTHER_MEANING = {"fewshot predict": {"model"}}  # the few-shot run folder, not a model name

@@ -26,6 +26,7 @@ EXPECTED = {
     "ablate-loss": {"splits", "init"},
     "evaluate": {"splits", "part"},
     "predict": {"init"},
+    "propagate": {"init"},
     "fewshot cache": {"init"},
     "fewshot train": {"splits"},
     "fewshot evaluate": {"splits", "part"},

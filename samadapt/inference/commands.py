@@ -1,4 +1,4 @@
-"""CLI: `samadapt predict`."""
+"""CLI: `samadapt predict` and `samadapt propagate`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from samadapt.inference.config import DEFAULT_MEMORY_MODEL, PROPAGATE_INIT, PropagateConfig
 from samadapt.modeling.sources import INIT_DEFAULT, INIT_OPTION, init_help
+from samadapt.options import config_option
 
 # Prompted segmentation needs a trained mask decoder: an MAE run has none, and a fine-tuning run
 # is used whole with --model RUN (its class prompts) rather than as starting weights.
@@ -17,6 +19,7 @@ BACKENDS = ("torch", "onnxruntime")
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
+    app.command("propagate", cls=_PromptCommand)(propagate)
 
 
 def predict(
@@ -141,3 +144,127 @@ def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, imag
           f"({total / max(1, summary['images']):.2f} s per image; classes {', '.join(run.class_names)})")
     if len(inputs) == 1:
         print(json.dumps({"foreground_fraction": summary["foreground_fraction"]}))
+
+
+# Repeatable options of several numbers each (`--box Z X0 Y0 X1 Y1 --box ...`): typer has no list of
+# tuples, click has (nargs with multiple); typer's own coercion would expect a flat list, so these
+# two turn click's tuples into tuples of floats themselves.
+PROMPT_NARGS = {"box": 5, "point": 4}
+
+
+class _ClickTuples:
+    @staticmethod
+    def coerce(value, param=None, ctx=None):
+        out = []
+        for numbers in value or ():
+            try:
+                out.append(tuple(float(v) for v in numbers))
+            except ValueError:
+                raise typer.BadParameter(f"{' '.join(numbers)}: expected numbers", ctx=ctx, param=param) from None
+        return out
+
+
+class _PromptCommand(typer.core.TyperCommand):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.name in PROMPT_NARGS:
+                param.nargs = PROMPT_NARGS[param.name]
+                param.get_runtime_param = _ClickTuples
+
+
+def propagate(
+    input: Path = typer.Option(..., "--input", "-i", help="A NIfTI volume (.nii, .nii.gz; slices along its last axis) or a folder of 2D frames (sorted by name)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output label volume (.nii/.nii.gz, the input's shape, affine and header); for a folder of frames, a folder of <stem>.png labels."),
+    labels: Path | None = typer.Option(None, "--labels", help="Prompt labels: a label volume shaped like the input (its non-empty slices are the key slices, one object per class) or a 2D label image for one --key-slice."),
+    key_slice: list[int] | None = typer.Option(None, "--key-slice", metavar="Z", help="Only these slices of --labels prompt (repeatable; default: every non-empty slice)."),
+    box: list[float] | None = typer.Option(None, "--box", metavar="Z X0 Y0 X1 Y1", help="Box prompt on slice Z in slice pixels (repeatable; one object, label 1)."),
+    point: list[float] | None = typer.Option(None, "--point", metavar="Z X Y LABEL", help="Point prompt on slice Z, LABEL 1 on the object or 0 off it (repeatable; same object as --box)."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Model name (see `samadapt models`; a SAM2/SAM2.1 variant; default: the variant of the {INIT_OPTION} weights, else {DEFAULT_MEMORY_MODEL})."),
+    init: str = config_option(PropagateConfig, "init", help=init_help(PROPAGATE_INIT) + " The weights must include SAM2's memory (Meta's sam2*_hiera_*.pt or a Hugging Face sam2_video folder); random gives meaningless masks."),
+    image_size: int | None = config_option(PropagateConfig, "image_size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
+    stop_when_absent: bool = typer.Option(PropagateConfig.stop_when_absent, "--stop-when-absent/--keep-tracking", help="Stop an object, in each direction, on the first slice its object score calls empty (until its next key slice); --keep-tracking follows it to the ends as SAM2 does."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
+) -> None:
+    """Segment a volume from a few prompted slices with SAM2's memory: forward and backward from the key slices."""
+    import time
+
+    import torch
+
+    from samadapt.errors import UserError
+    from samadapt.inference.propagate_volume import (
+        check_output, prompts_from_clicks, prompts_from_labels, read_stack, segment_stack, write_labels,
+    )
+    from samadapt.modeling.sources import parse_init
+
+    config = PropagateConfig(init=init, image_size=image_size, stop_when_absent=stop_when_absent)
+    config.validate()
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
+    source = parse_init(init, PROPAGATE_INIT, command="propagate",
+                        reasons={"mae": "an MAE run holds an encoder, not SAM2's memory"})
+    if model is not None and Path(model).is_dir():
+        raise UserError("propagate takes a model name for --model; give trained weights with "
+                        f"{INIT_OPTION} sam2:PATH or ckpt:DIR", model)
+    if labels is not None and (box or point):
+        raise UserError("give --labels or --box/--point prompts, not both")
+    if key_slice and labels is None:
+        raise UserError("--key-slice chooses slices of --labels: give --labels FILE")
+    stack = read_stack(input)
+    if labels is not None:
+        prompts, label_slices = prompts_from_labels(labels, stack, key_slice or ())
+    elif box or point:
+        prompts, label_slices = prompts_from_clicks(_whole_slices(box, "--box"), _whole_slices(point, "--point"), stack), {}
+    else:
+        raise UserError("no prompt: give --labels FILE, --box Z X0 Y0 X1 Y1 or --point Z X Y 1")
+    out = check_output(out, stack)
+    if threads:
+        torch.set_num_threads(threads)
+    net = _load_memory_model(model, source, image_size, fast)
+    start = time.perf_counter()
+    result = segment_stack(net, stack, prompts, label_slices, stop_when_absent=stop_when_absent,
+                           progress=_progress_bar)
+    seconds = time.perf_counter() - start
+    written = write_labels(out, result, stack)
+    filled = int((result.reshape(result.shape[0], -1) > 0).any(axis=1).sum())
+    print(f"wrote {written[0] if len(written) == 1 else out} ({stack.depth} slices, {filled} with labels, "
+          f"{len(prompts)} key prompt(s); {seconds / stack.depth:.2f} s per slice)")
+
+
+def _whole_slices(values, option: str) -> list[tuple]:
+    """Each `option` occurrence with its slice index (and a point's label) as integers."""
+    from samadapt.errors import UserError
+
+    out = []
+    for numbers in values or ():
+        whole = [0] + ([3] if option == "--point" else [])
+        shown = " ".join(f"{v:g}" for v in numbers)
+        if any(numbers[i] != int(numbers[i]) for i in whole):
+            raise UserError(f"{option} {shown}: the slice index" + (" and the label" if len(whole) > 1 else "")
+                            + " must be whole numbers")
+        out.append(tuple(int(v) if i in whole else float(v) for i, v in enumerate(numbers)))
+    return out
+
+
+def _load_memory_model(model: str | None, source, image_size: int | None, fast: bool):
+    """SAM2 with its memory from `--model`/`--init`, on the fast encoder unless `fast` is False;
+    random weights are announced on stderr."""
+    from samadapt.modeling.sam2_video import accelerate_memory_model, load_memory_model
+    from samadapt.modeling.sources import warn_random_weights, weights_path
+
+    weights = weights_path(source)
+    net = load_memory_model(model or (None if weights else DEFAULT_MEMORY_MODEL), weights, image_size)
+    if weights is None:
+        warn_random_weights(net.name, "the masks")
+    return accelerate_memory_model(net, fast=fast)
+
+
+def _progress_bar(iterable, total: int, what: str):
+    """A progress bar per direction on stderr, when stderr is a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=f"propagate {what}", file=sys.stderr, leave=False,
+                disable=not sys.stderr.isatty())

@@ -1,9 +1,11 @@
 """Meta's SAM2 / SAM2.1 checkpoints (`sam2_hiera_*.pt`, `sam2.1_hiera_*.pt`) -> transformers names.
 
-Meta stores `{"model": state_dict}` for the whole video model. Image segmentation uses the image
-encoder, prompt encoder, mask decoder and `no_mem_embed`; the memory modules and object-pointer
-heads are recognised by name and dropped. SAM2.1 adds two video-only parameters
-(`no_obj_embed_spatial`, `obj_ptr_tpos_proj`), which is how the two generations are told apart.
+Meta stores `{"model": state_dict}` for the whole video model. Image segmentation (`convert`,
+into `Sam2Model`) uses the image encoder, prompt encoder, mask decoder and `no_mem_embed`; the
+memory modules and object-pointer heads are recognised by name and dropped. `convert_video` (into
+`Sam2VideoModel`) renames those too (`MEMORY_RULES`) and drops nothing. SAM2.1 adds two video-only
+parameters (`no_obj_embed_spatial`, `obj_ptr_tpos_proj`), which is how the two generations are
+told apart.
 
 Hiera's position embedding is a small background grid that the architecture interpolates to the
 feature size on every call, so a SAM2 checkpoint needs no resizing for another input size.
@@ -11,6 +13,7 @@ feature size on every call, so a SAM2 checkpoint needs no resizing for another i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -61,6 +64,38 @@ RULES = [
     *mlp_rules(rf"{_DEC}\.output_hypernetworks_mlps\.(\d+)", rf"{_HF_DEC}.output_hypernetworks_mlps.\1", 3),
     *mlp_rules(rf"{_DEC}\.iou_prediction_head", f"{_HF_DEC}.iou_prediction_head", 3),
     *mlp_rules(rf"{_DEC}\.pred_obj_score_head", f"{_HF_DEC}.pred_obj_score_head", 3),
+]
+_MEM_ATTN = r"memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)"
+_MASK_DOWN = r"memory_encoder\.mask_downsampler\.encoder"
+_FUSER = r"memory_encoder\.fuser\.layers\.(\d+)"
+_HF_FUSER = r"memory_encoder.memory_fuser.layers.\1"
+# The memory half of the video model: memory attention (RoPE self/cross attention over past frames),
+# memory encoder (mask downsampler + ConvNeXt fuser), object pointers and temporal encodings.
+MEMORY_RULES = [
+    ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
+    ("no_mem_pos_enc", "no_memory_positional_encoding"),
+    ("no_obj_ptr", "no_object_pointer"),
+    ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter"),
+    (r"mask_downsample\.(weight|bias)", r"mask_downsample.\1"),
+    *mlp_rules(r"obj_ptr_proj", "object_pointer_proj", 3),
+    (r"obj_ptr_tpos_proj\.(weight|bias)", r"temporal_positional_encoding_projection_layer.\1"),
+    (rf"{_MEM_ATTN}\.(q_proj|k_proj|v_proj)\.(weight|bias)", r"memory_attention.layers.\1.\2.\3.\4"),
+    (rf"{_MEM_ATTN}\.out_proj\.(weight|bias)", r"memory_attention.layers.\1.\2.o_proj.\3"),
+    (r"memory_attention\.layers\.(\d+)\.(linear1|linear2)\.(weight|bias)", r"memory_attention.layers.\1.\2.\3"),
+    (r"memory_attention\.layers\.(\d+)\.norm([1-3])\.(weight|bias)", r"memory_attention.layers.\1.layer_norm\2.\3"),
+    (r"memory_attention\.norm\.(weight|bias)", r"memory_attention.layer_norm.\1"),
+    # Meta's downsampler is one Sequential (conv, norm, GELU) x 4 then a 1x1 conv: indices 0,1 / 3,4 / ...
+    *[(rf"{_MASK_DOWN}\.{3 * i}\.(weight|bias)", rf"memory_encoder.mask_downsampler.layers.{i}.conv.\1")
+      for i in range(4)],
+    *[(rf"{_MASK_DOWN}\.{3 * i + 1}\.(weight|bias)", rf"memory_encoder.mask_downsampler.layers.{i}.layer_norm.\1")
+      for i in range(4)],
+    (rf"{_MASK_DOWN}\.12\.(weight|bias)", r"memory_encoder.mask_downsampler.final_conv.\1"),
+    (r"memory_encoder\.pix_feat_proj\.(weight|bias)", r"memory_encoder.feature_projection.\1"),
+    (r"memory_encoder\.out_proj\.(weight|bias)", r"memory_encoder.projection.\1"),
+    (rf"{_FUSER}\.gamma", f"{_HF_FUSER}.scale"),
+    (rf"{_FUSER}\.dwconv\.(weight|bias)", f"{_HF_FUSER}.depthwise_conv.\\2"),
+    (rf"{_FUSER}\.norm\.(weight|bias)", f"{_HF_FUSER}.layer_norm.\\2"),
+    (rf"{_FUSER}\.pwconv([12])\.(weight|bias)", f"{_HF_FUSER}.pointwise_conv\\2.\\3"),
 ]
 # Parameters of the video model that image segmentation never uses (all generations).
 KNOWN_UNUSED = [
@@ -125,3 +160,23 @@ def convert(state_dict: dict) -> Converted:
     out = rename_keys(sd, RULES, unused)
     out.state_dict.update(special)
     return out
+
+
+def has_memory(state_dict: dict) -> bool:
+    """Whether a Meta SAM2 state dict carries the memory half (image-only exports do not)."""
+    return any(k.startswith("memory_attention.") for k in state_dict) and "maskmem_tpos_enc" in state_dict
+
+
+def convert_video(state_dict: dict) -> Converted:
+    """Rename a whole Meta SAM2/SAM2.1 state dict to `Sam2VideoModel` keys: nothing is dropped, so
+    every key either maps or is reported as unmatched (strictness is checked later)."""
+    image = convert({k: v for k, v in state_dict.items() if not _is_memory_key(k)})
+    memory = rename_keys({k: v for k, v in state_dict.items() if _is_memory_key(k)}, MEMORY_RULES)
+    image.state_dict.update(memory.state_dict)
+    image.unmatched += memory.unmatched + image.unused
+    image.unused = []
+    return image
+
+
+def _is_memory_key(key: str) -> bool:
+    return any(re.fullmatch(p, key) for p in KNOWN_UNUSED + SAM21_ONLY)

@@ -57,6 +57,12 @@ def _write_broken_files(bad: Path) -> None:
     nib.save(nib.Nifti1Image(volume, np.eye(4)), bad / "nan.nii.gz")
     nib.save(nib.Nifti1Image(np.ones((16, 16, 8, 3), np.float32), np.eye(4)), bad / "four_d.nii.gz")
     (bad / "a_file").write_text("a regular file where a folder is expected\n")
+    two_classes = np.zeros((32, 32, 8), np.uint8)  # class 1 on slice 1, class 2 only on slice 6
+    two_classes[4:10, 4:10, 1], two_classes[20:26, 20:26, 6] = 1, 2
+    nib.save(nib.Nifti1Image(two_classes, np.eye(4)), bad / "two_classes.nii.gz")
+    # Meta's layout of SAM2's image half only (as an image-model export holds): no memory weights
+    torch.save({"model": {"image_encoder.trunk.patch_embed.proj.weight": torch.zeros(96, 3, 7, 7),
+                          "sam_mask_decoder.iou_token.weight": torch.zeros(1, 256)}}, bad / "sam2_image_only.pt")
     (bad / "empty_dir").mkdir()
     (bad / "not_yaml.yaml").write_text("images: [unclosed\n")
     (bad / "unknown_key.yaml").write_text("images: images\ncolour_space: rgb\n")

@@ -42,6 +42,7 @@ class Case:
 
 FA = "--data fa --splits fa/splits.json"
 HUB_OFFLINE = (("HF_HUB_OFFLINE", "1"), ("HF_HUB_CACHE", "bad/hf_cache"))
+VOL = "anat3d/images/A0001.nii.gz"  # 32x32x8
 TINY_MAE = "--image-size 64 --batch-size 1 --epochs 1 --warmup-epochs 0"
 
 CASES = [
@@ -58,6 +59,28 @@ CASES = [
     Case("clashing-output-names", "predict --input bad/collide --out out", "two inputs share the name 'a'"),
     Case("output-under-a-file", "predict --input bad/ok.png --out bad/a_file/sub", "bad/a_file is not a folder"),
     Case("output-is-a-file", "predict --input bad/ok.png --out bad/a_file", "exists and is not a folder"),
+    # ---------------------------------------------------------------- propagate (volumes)
+    Case("propagate-slice-outside-volume", f"propagate --input {VOL} --box 9 2 2 20 20 --out seg.nii.gz",
+         "--box 9 2 2 20 20: slice 9 is outside the 8 slices"),
+    Case("propagate-labels-of-another-shape", f"propagate --input {VOL} --labels bad/ok.png --key-slice 3 "
+         "--out seg.nii.gz", "bad/ok.png: labels of in-plane shape 64x64 do not fit the input's 32x32 slices"),
+    Case("propagate-class-without-pixels-on-key-slice", f"propagate --input {VOL} --labels bad/two_classes.nii.gz "
+         "--key-slice 1 --out seg.nii.gz", "class(es) 2 have no pixels on the key slice(s) 1"),
+    Case("propagate-empty-key-slice", f"propagate --input {VOL} --labels bad/two_classes.nii.gz --key-slice 0 "
+         "--out seg.nii.gz", "have no pixels on the key slice(s) 0"),
+    Case("propagate-2d-image-for-a-volume", "propagate --input bad/ok.png --box 0 2 2 20 20 --out seg.nii.gz",
+         "bad/ok.png: is a 2D image; propagate needs a volume"),
+    Case("propagate-image-only-checkpoint", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz "
+         "--init sam2:bad/sam2_image_only.pt", "bad/sam2_image_only.pt: checkpoint has no memory weights"),
+    Case("propagate-run-without-memory", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz "
+         "--init ckpt:ckpt_small", "ckpt_small: model has no memory weights"),
+    Case("propagate-mae-init", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz --init mae:fa",
+         "an MAE run holds an encoder, not SAM2's memory"),
+    Case("propagate-no-prompt", f"propagate --input {VOL} --out seg.nii.gz", "no prompt"),
+    Case("propagate-negative-points-only", f"propagate --input {VOL} --point 3 5 5 0 --out seg.nii.gz",
+         "slice 3 has only negative points"),
+    Case("propagate-volume-to-png-folder", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg",
+         "the label volume is written as .nii or .nii.gz"),
     # ---------------------------------------------------------------- argument values
     Case("unknown-model", "predict --input bad/ok.png --out out --model sam3-giant", "unknown model 'sam3-giant'"),
     Case("point-outside-image", "predict --input bad/ok.png --out out --point 80 10",
