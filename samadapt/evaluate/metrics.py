@@ -61,63 +61,51 @@ def overlap_scores(pred, gt) -> dict:
     }
 
 
+def _per_mask_pair(pred, gt, both_empty: float, one_empty: float, distance):
+    """`distance(pred_bc, gt_bc)` (each (1, 1, *spatial) float) for every (image, class) where both
+    masks are non-empty; `both_empty` / `one_empty` elsewhere. (B, C, *spatial) -> (B, C) float64."""
+    import warnings
+
+    import torch
+
+    pred = torch.as_tensor(pred).bool()
+    gt = torch.as_tensor(gt).bool()
+    spatial = tuple(range(2, pred.ndim))
+    pred_empty, gt_empty = ~pred.any(dim=spatial), ~gt.any(dim=spatial)
+    result = torch.full(pred_empty.shape, one_empty, dtype=torch.float64)
+    result[pred_empty & gt_empty] = both_empty
+    for b, c in (~pred_empty & ~gt_empty).nonzero().tolist():
+        with warnings.catch_warnings():  # MONAI warns about empty masks, which we never pass
+            warnings.simplefilter("ignore")
+            value = distance(pred[b : b + 1, c : c + 1].float(), gt[b : b + 1, c : c + 1].float())
+        result[b, c] = float(value.reshape(-1)[0])
+    return result
+
+
+def _spacing_list(spacing: Sequence[float] | None) -> list[float] | None:
+    return None if spacing is None else [float(s) for s in spacing]
+
+
 def hd95_scores(pred, gt, spacing: Sequence[float] | None = None):
     """95th-percentile symmetric Hausdorff distance of binary masks (B, C, *spatial) -> (B, C).
 
     `spacing` is the physical size of one pixel/voxel per spatial axis (same for the whole batch);
     without it distances are in pixels. Both empty -> 0; exactly one empty -> NaN.
     """
-    import warnings
-
-    import torch
     from monai.metrics import compute_hausdorff_distance
 
-    pred = torch.as_tensor(pred).bool()
-    gt = torch.as_tensor(gt).bool()
-    spatial = tuple(range(2, pred.ndim))
-    pred_empty, gt_empty = ~pred.any(dim=spatial), ~gt.any(dim=spatial)
-    result = torch.full(pred_empty.shape, math.nan, dtype=torch.float64)
-    result[pred_empty & gt_empty] = 0.0
-    both = ~pred_empty & ~gt_empty
-    for b, c in both.nonzero().tolist():
-        with warnings.catch_warnings():  # MONAI warns about empty masks, which we never pass
-            warnings.simplefilter("ignore")
-            value = compute_hausdorff_distance(
-                pred[b : b + 1, c : c + 1].float(),
-                gt[b : b + 1, c : c + 1].float(),
-                include_background=True,
-                percentile=95,
-                spacing=None if spacing is None else [float(s) for s in spacing],
-            )
-        result[b, c] = float(value.reshape(-1)[0])
-    return result
+    return _per_mask_pair(pred, gt, 0.0, math.nan, lambda p, g: compute_hausdorff_distance(
+        p, g, include_background=True, percentile=95, spacing=_spacing_list(spacing)))
 
 
 def surface_dice_scores(pred, gt, tolerance: float, spacing: Sequence[float] | None = None):
     """Normalised surface Dice of binary masks (B, C, *spatial) -> (B, C): the fraction of both
     boundaries lying within `tolerance` (mm with `spacing`, else pixels) of the other boundary.
     Both empty -> 1; exactly one empty -> 0."""
-    import warnings
-
-    import torch
     from monai.metrics import compute_surface_dice
 
-    pred = torch.as_tensor(pred).bool()
-    gt = torch.as_tensor(gt).bool()
-    spatial = tuple(range(2, pred.ndim))
-    pred_empty, gt_empty = ~pred.any(dim=spatial), ~gt.any(dim=spatial)
-    result = torch.zeros(pred_empty.shape, dtype=torch.float64)
-    result[pred_empty & gt_empty] = 1.0
-    both = ~pred_empty & ~gt_empty
-    for b, c in both.nonzero().tolist():
-        with warnings.catch_warnings():  # MONAI warns about empty masks, which we never pass
-            warnings.simplefilter("ignore")
-            value = compute_surface_dice(
-                pred[b : b + 1, c : c + 1].float(), gt[b : b + 1, c : c + 1].float(), [float(tolerance)],
-                include_background=True, spacing=None if spacing is None else [float(s) for s in spacing],
-            )
-        result[b, c] = float(value.reshape(-1)[0])
-    return result
+    return _per_mask_pair(pred, gt, 1.0, 0.0, lambda p, g: compute_surface_dice(
+        p, g, [float(tolerance)], include_background=True, spacing=_spacing_list(spacing)))
 
 
 def absent_label_scores(with_hd95: bool = False, with_nsd: bool = False) -> dict[str, float]:
