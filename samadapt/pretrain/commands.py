@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from samadapt.modeling.sources import init_help
-from samadapt.options import config_option
+from samadapt.options import config_option, default_of
 from samadapt.pretrain.config import DEFAULT_WARMUP_EPOCHS, PretrainConfig
 
 
@@ -23,6 +23,7 @@ def pretrain(
     init: str = config_option(PretrainConfig, "init", help=init_help()),
     mask_ratio: float = config_option(PretrainConfig, "mask_ratio", help="Fraction of 32x32-pixel units hidden, strictly between 0 and 1."),
     path: str = config_option(PretrainConfig, "path", help="sparse: the encoder sees only visible units (fast); dense: mask tokens, full grid."),
+    norm_pix: bool = typer.Option(default_of(PretrainConfig, "norm_pix"), "--norm-pix/--no-norm-pix", help="Reconstruct each 16-px patch normalised by its own mean and std (MAE's default), or raw pixels."),
     epochs: int = config_option(PretrainConfig, "epochs", help="Training epochs (may be raised when resuming)."),
     batch_size: int = config_option(PretrainConfig, "batch_size", help="Images per step (per process under torchrun)."),
     lr: float = config_option(PretrainConfig, "lr", help="Peak AdamW learning rate."),
@@ -59,7 +60,7 @@ def pretrain(
         torch.set_num_threads(threads)
     config = PretrainConfig(
         data=[str(d) for d in data], out=str(out), model=model, image_size=image_size, init=init,
-        mask_ratio=mask_ratio, path=path, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        mask_ratio=mask_ratio, path=path, norm_pix=norm_pix, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, grad_clip=grad_clip, grad_accumulation=grad_accumulation, seed=seed, checkpoint_every=checkpoint_every,
         recon_every=recon_every, num_workers=workers,
     )

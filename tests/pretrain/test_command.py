@@ -163,3 +163,11 @@ def test_default_warmup_fits_a_short_run():
     assert PretrainConfig(data=["x"], out="o", epochs=3, warmup_epochs=0).warmup() == 0
     with pytest.raises(UserError, match="--warmup-epochs must be in"):
         PretrainConfig(data=["x"], out="o", epochs=1, warmup_epochs=2).validate()
+
+
+def test_raw_pixel_targets_are_chosen_on_the_command_line(image_folder, tmp_path, capsys):
+    out = tmp_path / "raw"
+    code, _, err = _run(["--data", str(image_folder), "--out", str(out), *TINY, "--epochs", "1", "--no-norm-pix"], capsys)
+    assert code == 0, err
+    provenance = json.loads((out / "encoder" / "samadapt.json").read_text())["provenance"]
+    assert provenance["norm_pix"] is False
