@@ -116,13 +116,13 @@ def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
     for case in scored:
         pred = read_prediction(raw_predictions / f"{case.id}{FILE_ENDING}", case)
         if case.dims == "3d":
-            like = read_volume(case.image)
+            like = read_volume(case.image)  # the image, read once: geometry, spacing and overlay
             write_label_volume(stage / "predictions" / f"{case.id}{output_suffix(like)}", pred, like)
-            spacing = like.spacing
+            image, spacing = like.data, like.spacing
         else:
             write_mask_png(stage / "predictions" / f"{case.id}.png", pred)
-            spacing = None
-        cases.append(EvaluationCase(case.id, pred, case.load_mask(), case.load_image(), spacing))
+            image, spacing = case.load_image(), None
+        cases.append(EvaluationCase(case.id, pred, case.load_mask(), image, spacing))
     result = evaluate_cases(cases, stage / "eval", class_names=dataset.class_names)
     return result.summary
 

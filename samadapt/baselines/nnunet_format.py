@@ -34,12 +34,14 @@ def dataset_folder_name(dataset: Dataset) -> str:
     return f"Dataset{DATASET_ID:03d}_{name}"
 
 
+def _split_channels(image: np.ndarray, spatial_dims: int) -> list[np.ndarray]:
+    """An image with or without a trailing channel axis as a list of single-channel arrays."""
+    return [image] if image.ndim == spatial_dims else [image[..., c] for c in range(image.shape[-1])]
+
+
 def _image_channels(case: Case) -> list[np.ndarray]:
-    """The case's image as a list of single-channel arrays: (H, W) for 2D, (X, Y, Z) for volumes."""
-    image = case.load_image()
-    if case.dims == "3d":
-        return [image] if image.ndim == 3 else [image[..., c] for c in range(image.shape[-1])]
-    return [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
+    """The case's image as single-channel arrays: (H, W) for 2D, (X, Y, Z) for volumes."""
+    return _split_channels(case.load_image(), 3 if case.dims == "3d" else 2)
 
 
 def check_convertible(dataset: Dataset, train: list[Case], scored: list[Case]) -> int:
@@ -63,14 +65,15 @@ def check_convertible(dataset: Dataset, train: list[Case], scored: list[Case]) -
     return next(iter(channels))
 
 
-def _write_nifti(path: Path, array: np.ndarray, case: Case, label: bool) -> None:
+def _write_nifti(path: Path, array: np.ndarray, like, label: bool) -> None:
+    """One image channel or label map as NIfTI: a volume with `like`'s affine (a `Volume`), or a 2D
+    image (`like` None)."""
     data = array.astype(np.uint8) if label else np.asarray(array, dtype=np.float32)
-    if case.dims == "3d":
-        from samadapt.data.volumes import Volume, read_volume, write_volume
+    if like is not None:
+        from samadapt.data.volumes import Volume, write_volume
 
         # in samadapt's canonical voxel order (the grid of load_image/load_mask), image and label alike;
         # predictions come back on it and are written in the input's own geometry by the caller
-        like = read_volume(case.image)
         write_volume(path, Volume(data, like.affine, like.header))
         return
     import SimpleITK as sitk
@@ -78,21 +81,31 @@ def _write_nifti(path: Path, array: np.ndarray, case: Case, label: bool) -> None
     sitk.WriteImage(sitk.GetImageFromArray(data), str(path), True)
 
 
-def _write_images(folder: Path, case: Case) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, channel in enumerate(_image_channels(case)):
-        _write_nifti(folder / f"{case.id}_{index:04d}{FILE_ENDING}", channel, case, label=False)
+def _write_case(folder: Path, case: Case, with_label: bool) -> None:
+    """The case's image channels into imagesTr/imagesTs (and its label into labelsTr), the image read once."""
+    images = folder / ("imagesTr" if with_label else "imagesTs")
+    images.mkdir(parents=True, exist_ok=True)
+    if case.dims == "3d":
+        from samadapt.data.volumes import read_volume
+
+        like = read_volume(case.image)  # what Case.load_image reads, kept for its geometry
+        channels = _split_channels(like.data, 3)
+    else:
+        like, channels = None, _image_channels(case)
+    for index, channel in enumerate(channels):
+        _write_nifti(images / f"{case.id}_{index:04d}{FILE_ENDING}", channel, like, label=False)
+    if with_label:
+        (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+        _write_nifti(folder / "labelsTr" / f"{case.id}{FILE_ENDING}", case.load_mask(), like, label=True)
 
 
 def write_raw_dataset(raw_root: Path, dataset: Dataset, train: list[Case], scored: list[Case], n_channels: int) -> Path:
     """Write the raw nnU-Net dataset (training cases with labels, scored cases without) and return its folder."""
     folder = raw_root / dataset_folder_name(dataset)
     for case in train:
-        _write_images(folder / "imagesTr", case)
-        (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-        _write_nifti(folder / "labelsTr" / f"{case.id}{FILE_ENDING}", case.load_mask(), case, label=True)
+        _write_case(folder, case, with_label=True)
     for case in scored:
-        _write_images(folder / "imagesTs", case)
+        _write_case(folder, case, with_label=False)
     modality = dataset.spec.modality
     # nnU-Net normalises "CT" channels with dataset-wide percentiles and every other name per image
     channel_names = {str(c): ("CT" if modality.lower() == "ct" else f"{modality}_{c}") for c in range(n_channels)}

@@ -15,21 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
 # nnU-Net's own iteration count for its validation pass, scaled down with the budget
 VAL_ITERATIONS_FRACTION = 0.2
-
-
-def _seed(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _short_trainer_class():
@@ -73,7 +63,7 @@ def train(job: dict, plans: dict):
     trainer.num_epochs = job["epochs"]
     trainer.num_iterations_per_epoch = job["iterations_per_epoch"]
     trainer.num_val_iterations_per_epoch = max(1, round(job["iterations_per_epoch"] * VAL_ITERATIONS_FRACTION))
-    trainer.save_every = max(1, job["epochs"])
+    trainer.save_every = job["epochs"]  # no intermediate checkpoints: only the final one is used
     trainer.run_training()
     return trainer
 
@@ -100,13 +90,15 @@ def predict(job: dict, trainer) -> None:
 def main(job_file: str) -> int:
     import torch
 
+    from samadapt.engine.distributed import seed_everything
+
     job_path = Path(job_file)
     job = json.loads(job_path.read_text())
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    _seed(job["seed"])
+    seed_everything(job["seed"])
     plans = plan_and_preprocess(job["configuration"])
-    _seed(job["seed"])
+    seed_everything(job["seed"])
     trainer = train(job, plans)
     predict(job, trainer)
     done = {"plans": {"configuration": job["configuration"],
