@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samadapt.errors import UserError
+from samadapt.errors import UserError, require_module
 
 DICOM_SUFFIX = ".dcm"
 # Files with these suffixes are never DICOM; skipping them keeps folder scans cheap.
@@ -37,14 +37,8 @@ DECODABLE_SYNTAXES = {
 
 
 def require(module: str):
-    """Import an optional reader library, or say in one line how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"reading DICOM, NRRD and MetaImage volumes needs {module} "
-                        "(pip install 'samadapt[clinical]')") from None
+    """Import an optional reader library, or say in one line how to install it (the `clinical` extra)."""
+    return require_module(module, "clinical", "reading DICOM, NRRD and MetaImage volumes")
 
 
 def is_dicom_file(path: Path) -> bool:
