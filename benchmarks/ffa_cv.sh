@@ -30,7 +30,12 @@ TRAIN_FRAMES=${TRAIN_FRAMES:-all}   # a number: each fold trains on that many of
 THREADS=${THREADS:-2}
 TRAIN=${TRAIN:-all}        # what trains in the SAM2 models: all, encoder-decoder or decoder
 SAM_LR=${SAM_LR:-1e-4}
-MODELS=${MODELS:-unet sam2_random mae_sam2}   # a subset trains only those (runs already done are kept)
+DECODER_LR=${DECODER_LR:-1e-3}   # mae_sam2_decoder: only the decoder and class prompts train
+LORA_LR=${LORA_LR:-5e-4}         # mae_sam2_lora: LoRA adapters on the trunk, decoder and prompts
+LORA_RANK=${LORA_RANK:-8}
+# A subset trains only those (runs already done are kept). Also available: mae_sam2_decoder and
+# mae_sam2_lora, the MAE encoder fine-tuned with --train decoder / --train lora.
+MODELS=${MODELS:-unet sam2_random mae_sam2}
 mkdir -p "$OUT"
 
 samadapt data init "$LABELED" --out "$OUT/dataset.yaml"
@@ -76,6 +81,9 @@ for fold in $(seq 0 $((FOLDS - 1))); do
   train unet "$fold" --model unet --train all --lr 1e-3
   train sam2_random "$fold" --model sam2-hiera-tiny --init random --train "$TRAIN" --lr "$SAM_LR"
   train mae_sam2 "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train "$TRAIN" --lr "$SAM_LR"
+  train mae_sam2_decoder "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train decoder --lr "$DECODER_LR"
+  train mae_sam2_lora "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train lora \
+    --lora-rank "$LORA_RANK" --lora-alpha $((2 * LORA_RANK)) --lr "$LORA_LR"
 done
 
 # Pool the folds: one per-case table per model (every case appears once), then paired comparisons
@@ -95,7 +103,7 @@ print(f"{root.name}: {len(rows)} rows pooled")
 PY
 done
 pooled=()
-for name in sam2_random mae_sam2 unet; do
+for name in sam2_random mae_sam2 mae_sam2_decoder mae_sam2_lora unet; do
   [[ " $MODELS " == *" $name "* ]] && pooled+=("$OUT/pooled/$name")
 done
 if [ ${#pooled[@]} -ge 2 ]; then
