@@ -30,6 +30,7 @@ def nnunet(
     device: str = config_option(NnunetConfig, "device", help="cpu or cuda."),
     seed: int = config_option(NnunetConfig, "seed"),
     threads: int | None = config_option(NnunetConfig, "threads", help="CPU threads for torch in nnU-Net's process."),
+    image_size: int | None = config_option(NnunetConfig, "image_size", help="2D only: resample each image so its longer side is this many pixels before nnU-Net sees it (the size the other models of a comparison train at); predictions are resampled back to each case's size. Default: native size."),
 ) -> None:
     """Train nnU-Net v2 on one fold (its own planning, preprocessing and trainer, shortened to
     --epochs x --iterations-per-epoch), predict --part and score it like every samadapt model.
@@ -41,7 +42,7 @@ def nnunet(
 
     config = NnunetConfig(data=str(data), splits=str(splits), out=str(out), fold=fold, part=part,
                           configuration=configuration, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
-                          device=device, seed=seed, threads=threads)
+                          device=device, seed=seed, threads=threads, image_size=image_size)
     summary = run_nnunet(config)
     dice = summary["dice"]
     print_outcome(f"finished ({epochs} epochs x {iterations_per_epoch} iterations)",

@@ -36,6 +36,7 @@ class NnunetConfig:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    image_size: int | None = None
     command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
 
     def validate(self) -> None:
@@ -51,3 +52,5 @@ class NnunetConfig:
         check_at_least(self, "fold", 0)
         if self.threads is not None:
             check_at_least(self, "threads", 1)
+        if self.image_size is not None:
+            check_at_least(self, "image_size", 16)

@@ -58,6 +58,9 @@ def _cases(config: NnunetConfig):
     if config.configuration.startswith("3d") and dataset.spec.dims != "3d":
         raise UserError(f"{flag('configuration')} {config.configuration} needs a 3D dataset; this one is 2D "
                         "(use 2d)", config.data)
+    if config.image_size is not None and dataset.spec.dims == "3d":
+        raise UserError(f"{flag('image_size')} applies to 2D datasets; nnU-Net plans volumes at their own "
+                        "voxel spacing", config.data)
     splits = load_splits(config.splits, dataset)
     train = [c for c in split_cases(dataset, splits, "train", config.fold) if c.labeled]
     scored = [c for c in split_cases(dataset, splits, config.part, config.fold) if c.labeled]
@@ -114,7 +117,10 @@ def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
     (stage / "predictions").mkdir()
     cases = []
     for case in scored:
-        pred = read_prediction(raw_predictions / f"{case.id}{FILE_ENDING}", case)
+        reference = case.load_mask()
+        # 2D predictions come back at the size nnU-Net saw (--image-size) and are resampled to the case's
+        shape = None if case.dims == "3d" else reference.shape
+        pred = read_prediction(raw_predictions / f"{case.id}{FILE_ENDING}", case, shape)
         if case.dims == "3d":
             like = read_volume(case.image)  # the image, read once: geometry, spacing and overlay
             write_label_volume(stage / "predictions" / f"{case.id}{output_suffix(like)}", pred, like)
@@ -122,7 +128,7 @@ def _score(stage: Path, dataset, scored, raw_predictions: Path) -> dict:
         else:
             write_mask_png(stage / "predictions" / f"{case.id}.png", pred)
             image, spacing = case.load_image(), None
-        cases.append(EvaluationCase(case.id, pred, case.load_mask(), image, spacing))
+        cases.append(EvaluationCase(case.id, pred, reference, image, spacing))
     result = evaluate_cases(cases, stage / "eval", class_names=dataset.class_names)
     return result.summary
 
@@ -159,7 +165,7 @@ def run_nnunet(config: NnunetConfig) -> dict:
     started = time.time()
     with _terminate_as_interrupt(), staged_dir(out) as stage:
         work = stage.resolve() / "nnunet"
-        raw = write_raw_dataset(work / "raw", dataset, train, scored, n_channels)
+        raw = write_raw_dataset(work / "raw", dataset, train, scored, n_channels, config.image_size)
         job = {"configuration": config.configuration, "epochs": config.epochs,
                "iterations_per_epoch": config.iterations_per_epoch, "device": config.device, "seed": config.seed,
                "threads": config.threads, "train": [c.id for c in train],

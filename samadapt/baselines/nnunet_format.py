@@ -81,8 +81,28 @@ def _write_nifti(path: Path, array: np.ndarray, like, label: bool) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(data), str(path), True)
 
 
-def _write_case(folder: Path, case: Case, with_label: bool) -> None:
-    """The case's image channels into imagesTr/imagesTs (and its label into labelsTr), the image read once."""
+def resized_shape(shape: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """(H, W) scaled so the longer side is `image_size`, the aspect ratio kept."""
+    scale = image_size / max(shape)
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def resample_2d(array: np.ndarray, shape: tuple[int, int], label: bool) -> np.ndarray:
+    """A 2D image (antialiased bilinear) or label map (nearest) resampled to `shape`."""
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(array.shape) == tuple(shape):
+        return array
+    grid = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]  # (1, 1, H, W)
+    if label:
+        return F.interpolate(grid, size=shape, mode="nearest-exact")[0, 0].numpy().astype(array.dtype)
+    return F.interpolate(grid, size=shape, mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
+
+
+def _write_case(folder: Path, case: Case, with_label: bool, image_size: int | None = None) -> None:
+    """The case's image channels into imagesTr/imagesTs (and its label into labelsTr), the image read once;
+    2D cases resampled to `image_size` (longer side) when given."""
     images = folder / ("imagesTr" if with_label else "imagesTs")
     images.mkdir(parents=True, exist_ok=True)
     if case.dims == "3d":
@@ -92,20 +112,27 @@ def _write_case(folder: Path, case: Case, with_label: bool) -> None:
         channels = _split_channels(like.data, 3)
     else:
         like, channels = None, _image_channels(case)
+        if image_size is not None:
+            shape = resized_shape(channels[0].shape, image_size)
+            channels = [resample_2d(channel, shape, label=False) for channel in channels]
     for index, channel in enumerate(channels):
         _write_nifti(images / f"{case.id}_{index:04d}{FILE_ENDING}", channel, like, label=False)
     if with_label:
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-        _write_nifti(folder / "labelsTr" / f"{case.id}{FILE_ENDING}", case.load_mask(), like, label=True)
+        mask = case.load_mask()
+        if like is None and image_size is not None:
+            mask = resample_2d(mask, resized_shape(mask.shape, image_size), label=True)
+        _write_nifti(folder / "labelsTr" / f"{case.id}{FILE_ENDING}", mask, like, label=True)
 
 
-def write_raw_dataset(raw_root: Path, dataset: Dataset, train: list[Case], scored: list[Case], n_channels: int) -> Path:
+def write_raw_dataset(raw_root: Path, dataset: Dataset, train: list[Case], scored: list[Case], n_channels: int,
+                      image_size: int | None = None) -> Path:
     """Write the raw nnU-Net dataset (training cases with labels, scored cases without) and return its folder."""
     folder = raw_root / dataset_folder_name(dataset)
     for case in train:
-        _write_case(folder, case, with_label=True)
+        _write_case(folder, case, with_label=True, image_size=image_size)
     for case in scored:
-        _write_case(folder, case, with_label=False)
+        _write_case(folder, case, with_label=False, image_size=image_size)
     modality = dataset.spec.modality
     # nnU-Net normalises "CT" channels with dataset-wide percentiles and every other name per image
     channel_names = {str(c): ("CT" if modality.lower() == "ct" else f"{modality}_{c}") for c in range(n_channels)}
@@ -116,8 +143,9 @@ def write_raw_dataset(raw_root: Path, dataset: Dataset, train: list[Case], score
     return folder
 
 
-def read_prediction(path: Path, case: Case) -> np.ndarray:
-    """nnU-Net's predicted label file for `case`, on the grid of `case.load_mask()`."""
+def read_prediction(path: Path, case: Case, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """nnU-Net's predicted label file for `case`, on the grid of `case.load_mask()` (of `shape`, when
+    the 2D images were resampled for nnU-Net)."""
     if not path.is_file():
         raise FileNotFoundError(f"nnU-Net wrote no prediction for case {case.id}: {path}")
     if case.dims == "3d":
@@ -126,4 +154,5 @@ def read_prediction(path: Path, case: Case) -> np.ndarray:
         return np.asarray(read_volume(path).data).astype(np.uint8)
     import SimpleITK as sitk
 
-    return np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).astype(np.uint8)
+    prediction = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).astype(np.uint8)
+    return prediction if shape is None else resample_2d(prediction, tuple(shape), label=True)

@@ -139,3 +139,30 @@ def test_sigterm_during_training_exits_130_and_leaves_nothing(anatomy2d, tmp_pat
     assert code == 130, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_image_size_resamples_2d_cases_for_nnunet_and_predictions_back(tmp_path):
+    import SimpleITK as sitk
+
+    from samadapt.baselines.nnunet_format import FILE_ENDING, read_prediction, write_raw_dataset
+    from samadapt.data.dataset import load_dataset
+    from samadapt.data.splits import load_splits, split_cases
+
+    description, splits_file = _dataset_and_splits(tmp_path)
+    dataset = load_dataset(description)
+    splits = load_splits(splits_file, dataset)
+    train, test = split_cases(dataset, splits, "train"), split_cases(dataset, splits, "test")
+    folder = write_raw_dataset(tmp_path / "raw", dataset, train, test, 1, image_size=32)
+
+    case = train[0]
+    mask = case.load_mask()  # (64, 64)
+    label_file = folder / "labelsTr" / f"{case.id}{FILE_ENDING}"
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "imagesTr" / f"{case.id}_0000{FILE_ENDING}")))
+    assert labels.shape == image.shape == (32, 32)
+    assert set(np.unique(labels)) <= set(np.unique(mask))  # nearest: no new label values
+    # a label map written at 32 px reads back on the case's 64-px grid, each pixel a 2x2 block
+    back = read_prediction(label_file, case, mask.shape)
+    assert back.shape == mask.shape
+    np.testing.assert_array_equal(back[::2, ::2], labels)
+    assert (back == mask).mean() > 0.9

@@ -273,6 +273,8 @@ CASES = [
          "fa: output folder is not empty"),
     Case("nnunet-unlabeled-data", "baseline nnunet --data anat2d/images --splits anat2d/splits.json --out out",
          "dataset has no masks"),
+    Case("nnunet-image-size-on-volumes", "baseline nnunet --data anat3d --splits anat2d/splits.json --out out "
+         "--configuration 3d_fullres --image-size 64", "--image-size applies to 2D datasets"),
     Case("nnunet-fold-outside-splits", "baseline nnunet --data anat2d --splits anat2d/splits.json --out out "
          "--fold 3", "fold 3 does not exist"),
 ]
