@@ -67,7 +67,8 @@ def predict(
         _predict_with_onnx(model, source, inputs, out, image_size, box, point, threads)
         return
     if model is not None and is_run_dir(model):  # a trained run: its learned class prompts segment every class
-        _predict_with_run(Path(model), inputs, out, source, image_size, box, point)
+        _predict_with_run(Path(model), inputs, out, source, image_size, box, point,
+                          dict(fast=fast, compile=compile, precision=precision))
         return
     prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
     check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
@@ -125,12 +126,16 @@ def _load_promptable(model: str | None, source, image_size: int | None, fast: bo
     return accelerate(net.eval(), fast=fast, compile=compile, precision=precision)
 
 
-def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, image_size, box, point) -> None:
+def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, image_size, box, point,
+                      encoder: dict) -> None:
+    """A fine-tuning run's class prompts on every input; `encoder` holds the fast-encoder options
+    (fast, compile, precision), applied to a SAM2 run's image encoder."""
     import json
 
     from samadapt.errors import UserError
     from samadapt.finetune.runs import load_finetune_run, refuse_fewshot_run
     from samadapt.inference.predict import check_inputs, run_predict_classes
+    from samadapt.modeling.fast import accelerate
 
     refuse_fewshot_run(run_dir)
     if not source.is_random or box is not None or point is not None:
@@ -138,6 +143,12 @@ def _predict_with_run(run_dir: Path, inputs: list[Path], out: Path, source, imag
                         f"{INIT_OPTION}/--box/--point", run_dir)
     check_inputs(inputs)
     run = load_finetune_run(run_dir, image_size=image_size)
+    base = getattr(run.model, "base", None)  # the promptable SAM2/SAM under the class prompts; None: U-Net
+    if base is not None:
+        accelerate(base, **encoder)
+    elif encoder["precision"] != "fp32":
+        raise UserError(f"--precision {encoder['precision']} applies to SAM2 image encoders, and this run's "
+                        f"model is a {run.model.kind}", run_dir)
     summary = run_predict_classes(run.model, inputs, out)
     total = sum(summary["seconds"].values())
     print(f"wrote {2 * summary['images']} files and classes.json to {out} "

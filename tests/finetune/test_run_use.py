@@ -64,3 +64,23 @@ def test_predict_writes_index_masks_at_input_size(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["predict", "--model", tiny_run, "--input", images, "--out", tmp_path / "o2",
                             "--box", "1", "1", "5", "5"], capsys)
     assert code == 2 and "without prompts" in err
+
+
+def test_predict_with_a_run_uses_the_fast_encoder_options(tiny_run, tmp_path, capsys, monkeypatch):
+    """--fast/--precision reach a fine-tuned SAM2 run's encoder (they were once ignored for runs)."""
+    import samadapt.modeling.fast as fast
+
+    seen = []
+    real = fast.accelerate
+    monkeypatch.setattr(fast, "accelerate", lambda model, **kw: seen.append(kw) or real(model, **kw))
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(images / "a.png")
+    code, _, err = run_cli(["predict", "--model", tiny_run, "--input", images, "--out", tmp_path / "bf16",
+                            "--precision", "bf16"], capsys)
+    assert code == 0, err
+    assert seen == [{"fast": True, "compile": False, "precision": "bf16"}]
+    code, _, err = run_cli(["predict", "--model", tiny_run, "--input", images, "--out", tmp_path / "plain",
+                            "--no-fast"], capsys)
+    assert code == 0, err
+    assert seen[-1]["fast"] is False

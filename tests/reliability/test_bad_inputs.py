@@ -214,6 +214,8 @@ CASES = [
          "the unet baseline has no adapters"),
     Case("ablation-fold-outside-split", f"ablate-loss {FA} --out out --folds 7", "folds [7] are outside the split"),
     # ---------------------------------------------------------------- export, predict --backend onnxruntime
+    Case("predict-bf16-with-a-unet-run", "predict --model unet_run --input anat2d/images --out out --precision bf16",
+         "applies to SAM2 image encoders"),
     Case("export-a-unet-run", "export --model unet_run --out onnx", "the unet baseline is a U-Net"),
     Case("export-a-run-missing-its-weights", "export --model run_missing --out onnx",
          "run_missing/model/model.safetensors: checkpoint file is missing"),
