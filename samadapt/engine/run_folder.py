@@ -60,8 +60,10 @@ def dataset_inputs(path: str | Path | None) -> list[Path]:
     return [path, *(p for p in (spec.images, spec.masks) if p is not None)]
 
 
-def refuse_output_in_inputs(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
-    """Refuse an output folder that is, or is inside, an input folder (or is an input file)."""
+def refuse_output_in_inputs(out: str | Path, inputs: Iterable[str | Path | None],
+                            models: Iterable[str | Path | None] = ()) -> None:
+    """Refuse an output folder that is, or is inside, an input folder (or is an input file), or that
+    is one of the `models` (run folders, which may hold outputs: RUN/eval, RUN/predictions)."""
     target = Path(out).resolve()
     for given in inputs:
         if given is None:
@@ -69,6 +71,9 @@ def refuse_output_in_inputs(out: str | Path, inputs: Iterable[str | Path | None]
         source = Path(given).resolve()
         if _inside(target, source) if source.is_dir() else target == source:
             raise UserError(f"output folder is, or is inside, the input {given}: choose an --out outside it", out)
+    for given in models:
+        if given is not None and Path(given).resolve() == target:
+            raise UserError(f"output folder is the model folder {given}: choose another --out", out)
 
 
 def refuse_incomplete(folder: str | Path, what: str = "folder") -> None:
@@ -163,12 +168,13 @@ def _create(out: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def run_folder(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Iterator[RunFolder]:
+def run_folder(out: str | Path, inputs: Iterable[str | Path | None] = (),
+               models: Iterable[str | Path | None] = ()) -> Iterator[RunFolder]:
     """Hold `out` as this command's output folder for the duration of the block (see the module)."""
     from samadapt.engine.atomic import atomic_write_text
 
     out = Path(out)
-    refuse_output_in_inputs(out, inputs)
+    refuse_output_in_inputs(out, inputs, models)
     if not _is_main_rank():
         yield RunFolder(out, False)
         return

@@ -68,7 +68,7 @@ def evaluate(
         names = _class_names(classes)
         n_cases, cases = cases_from_folders(pred, gt, images, n_classes=None if names is None else len(names))
         inputs = None
-    with run_folder(out, inputs=[model, *dataset_inputs(data), pred, gt, images]) if out is not None \
+    with run_folder(out, inputs=[*dataset_inputs(data), pred, gt, images], models=[model]) if out is not None \
             else contextlib.nullcontext():
         result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays,
                                 nsd_tolerance=nsd_tolerance, inputs=inputs)

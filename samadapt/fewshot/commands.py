@@ -158,7 +158,7 @@ def fewshot_predict(
     files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
     if volumes or dicom_seg:
         check_volume_inputs(files, series, dicom_seg)
-    with run_folder(out, inputs=[input]):
+    with run_folder(out, inputs=[input], models=[model]):
         result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
@@ -185,8 +185,8 @@ def fewshot_evaluate(
 
     dataset, cases = _cases(data, splits, part, fold)
     run = load_fewshot_run(model)
-    check_run_inputs(run, model, dataset, splits, data)
-    with run_folder(out, inputs=dataset_inputs(data)):
+    check_run_inputs(run, model, dataset, cases, splits, data)
+    with run_folder(out, inputs=dataset_inputs(data), models=[model]):
         result = evaluate_run(run, cases, out, largest_component=largest_component,
                               exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance,
                               inputs={**input_hashes(splits=splits, data=data), "part": part if splits else "all",

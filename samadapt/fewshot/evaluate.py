@@ -38,11 +38,15 @@ def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict
                           with_hd95=with_hd95, nsd_tolerance=nsd_tolerance, inputs=inputs)
 
 
-def check_run_inputs(run, run_dir, dataset, splits, data) -> None:
-    """Refuse a dataset whose classes are not the run's, or a description or splits file that
-    changed since the run was trained (`engine.provenance`)."""
+def check_run_inputs(run, run_dir, dataset, cases, splits, data) -> None:
+    """Refuse a dataset whose classes are not the run's, volumes scaled otherwise than the support,
+    or a description or splits file that changed since the run was trained (`engine.provenance`)."""
+    from samadapt.data.intensity import check_same_intensity
     from samadapt.engine.provenance import check_evaluation_inputs, check_same_classes
 
+    for case in cases:  # the precise reason first, when the description changed in this one way
+        if case.dims == "3d":
+            check_same_intensity(run.config.get("intensity"), case.intensity, "the few-shot run's support", case.image)
     if set(dataset.class_names) != set(run.classes):
         check_same_classes(run.classes, dataset.class_names, "the dataset", data)
     check_evaluation_inputs(run.config.get("inputs") or {}, run_dir, splits=splits, data=data)

@@ -64,7 +64,7 @@ def predict(
     source = parse_init(init, PREDICT_INIT, command="predict")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
     check_output_dir(out)
-    with run_folder(out, inputs=[input]):  # one writer; marked incomplete until every file is in
+    with run_folder(out, inputs=[input], models=[model]):  # one writer; marked incomplete until every file is in
         if backend == "onnxruntime":
             _predict_with_onnx(model, source, inputs, out, image_size, box, point, threads)
             return

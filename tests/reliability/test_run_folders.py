@@ -143,3 +143,38 @@ def test_a_changed_splits_file_is_refused_by_evaluate_and_compare(bad_world, tmp
     code, _, err = run_cli(["compare", "a", "b", "--out", "cmp", "--resamples", "100"], capsys)
     assert_one_line_error(code, err, "b/summary.json: was scored on other cases than a")
     assert not Path("cmp").exists() and not (Path("a") / LOCK_FILE).exists()
+
+
+def test_an_unreadable_input_is_one_line(bad_world, monkeypatch, capsys):
+    """As root every file is readable, so the refusal of the operating system is simulated."""
+    import nibabel
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.chdir(bad_world)
+    monkeypatch.setattr(nibabel, "load", refuse)
+    before = tree_state(bad_world)
+    code, _, err = run_cli(["fewshot", "cache", "--data", "anat3d", "--out", "cache", "--image-size", "64"], capsys)
+    assert_one_line_error(code, err, "anat3d/images/A0001.nii.gz")
+    assert "permission denied" in err.lower()
+    assert tree_state(bad_world) == before
+
+
+def test_a_rewritten_splits_file_is_refused_by_resume_and_evaluate(bad_world, tmp_path, monkeypatch, capsys):
+    """issue 16: runs recorded the splits file by path only; a rewritten file leaked training cases."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(bad_world / "fa", "fa")
+    train = ["finetune", "--data", "fa", "--splits", "fa/splits.json", "--out", "run", "--model", "unet",
+             "--train", "all", "--init", "random", "--image-size", "64", "--epochs", "1"]
+    code, _, err = run_cli(train, capsys)
+    assert code == 0, err
+    assert json.loads(Path("run/inputs.json").read_text())["splits_sha256"]
+    code, _, err = run_cli(["data", "split", "fa", "--folds", "2", "--seed", "3", "--out", "fa/splits.json"], capsys)
+    assert code == 0, err
+    before = tree_state(tmp_path)
+    code, _, err = run_cli([*train[:-1], "2", "--resume"], capsys)
+    assert_one_line_error(code, err, "fa/splits.json: differs from the file the run run was made with")
+    code, _, err = run_cli(["evaluate", "--model", "run", "--data", "fa", "--part", "test", "--out", "ev"], capsys)
+    assert_one_line_error(code, err, "splits.json: differs from the file the run run was made with")
+    assert tree_state(tmp_path) == before  # the refused resume and evaluation changed nothing
