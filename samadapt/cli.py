@@ -180,6 +180,9 @@ def _run(argv: list[str] | None) -> int:
             # the disk, not the program: say where, so the user can free space or choose another --out
             where = f" writing {exc.filename}" if exc.filename else ""
             return _fail(f"no space left on the device{where}; free some space or write elsewhere", EXIT_USER_ERROR)
+        if isinstance(exc, PermissionError) and exc.filename:
+            # a file or folder the user may not read or write: theirs to fix, wherever it was opened
+            return _fail(f"{exc.filename}: permission denied ({exc.strerror or 'not allowed'})", EXIT_USER_ERROR)
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
     return int(result) if isinstance(result, int) else 0
 

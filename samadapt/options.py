@@ -69,6 +69,15 @@ def check_finite(config, name: str) -> float | None:
     return value
 
 
+def check_all_finite(config) -> None:
+    """Every number of `config` (a dataclass) finite: the first check of each config's `validate()`,
+    so that no setting, whichever command sets it, can be NaN or infinite."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            check_finite(config, item.name)
+
+
 def check_positive(config, name: str) -> None:
     """Finite and > 0 (learning rates); None passes (not set)."""
     value = check_finite(config, name)

@@ -8,7 +8,8 @@
 `pretrain`, `finetune`, `ablate-loss` and `fewshot train` all end with `print_outcome`; the
 machine-readable form of the same facts is the run's summary.json (ablation.json for
 `ablate-loss`). An interrupted run's next command is the same command with `--resume`. Under
-torchrun only rank 0 prints.
+torchrun only rank 0 prints. An interrupted run (Ctrl-C, SIGTERM: the step finished and was saved)
+exits with code 130 after its closing lines.
 """
 
 from __future__ import annotations
@@ -79,3 +80,16 @@ def finish_training(summary: Mapping, run: str | Path, next_words: Sequence[str 
     interrupted = summary["status"] == "interrupted"
     print_outcome(status_text(summary, epochs), best or best_text(summary), run,
                   resume_command() if interrupted else command_line(next_words))
+    if interrupted:
+        exit_interrupted()
+
+
+# The shell's code for a command stopped by Ctrl-C (128 + SIGINT), also after a clean stop that saved.
+EXIT_INTERRUPTED = 130
+
+
+def exit_interrupted() -> None:
+    """End an interrupted command (its folder saved and marked incomplete) with exit code 130."""
+    import typer
+
+    raise typer.Exit(EXIT_INTERRUPTED)

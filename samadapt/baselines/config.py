@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 
 from samadapt.errors import UserError
-from samadapt.options import check_at_least, flag
+from samadapt.options import check_all_finite, check_at_least, flag
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 DEVICES = ("cpu", "cuda")
@@ -40,6 +40,7 @@ class NnunetConfig:
     command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
 
     def validate(self) -> None:
+        check_all_finite(self)
         if self.configuration not in CONFIGURATIONS:
             raise UserError(f"{flag('configuration')} must be one of {', '.join(CONFIGURATIONS)}, "
                             f"got {self.configuration!r}")

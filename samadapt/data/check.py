@@ -129,13 +129,19 @@ def _check_case(case: Case, report: CheckReport, expect_mask: bool) -> None:
 
 
 def require_readable(cases: list[Case], masks: bool = True) -> None:
-    """Decode every case's image (and, with `masks`, its mask, strictly) once; raise the first
-    problem as a `UserError` naming its file. Commands call this before any model work, so a
-    broken file found in the middle of training cannot leave a half-made run behind."""
+    """The checks of `samadapt data check` on `cases`, run by every command before any work: decode
+    each image (and, with `masks`, its mask, strictly) and raise the first error `data check` would
+    report (sizes, geometry, label values, missing structure masks, ...) as a `UserError` naming its
+    file, with the same words. A dataset `data check` accepts never fails later for one of these."""
     for case in cases:
         case.load_image()
         if masks and case.labeled:
             case.load_mask()
+        report = CheckReport(case.id)
+        _check_case(case, report, expect_mask=masks and case.labeled)
+        if report.errors:
+            first = report.errors[0]
+            raise UserError(first.message, first.path)
 
 
 def check_dataset(dataset: Dataset, progress=None) -> CheckReport:

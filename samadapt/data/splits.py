@@ -25,6 +25,8 @@ from samadapt.errors import UserError
 from samadapt.options import flag
 
 FORMAT = 1
+# A splits file made for an overfitting check (val = train) says so; any other with val = train leaks.
+OVERFIT_KEY = "overfit"
 
 
 def _part(groups: dict[str, list[Case]], patients) -> dict:
@@ -84,6 +86,7 @@ def make_splits(dataset: Dataset, folds: int = 5, seed: int = 0, test_fraction: 
 
 
 def write_splits(splits: dict, path: str | Path) -> None:
+    check_splits(splits, Path(path))
     atomic_write_text(path, json.dumps(splits, indent=1) + "\n")
 
 
@@ -98,15 +101,58 @@ def load_splits(path: str | Path, dataset: Dataset | None = None) -> dict:
         raise UserError(f"cannot read splits ({exc})", path) from None
     if not isinstance(splits, dict) or splits.get("format") != FORMAT or "splits" not in splits:
         raise UserError("not a samadapt splits file", path)
+    check_splits(splits, path)  # its structure and parts before anything reads them
     if dataset is not None:
-        if splits["dataset"] != dataset.name:
+        if splits.get("dataset") != dataset.name:
             raise UserError(f"splits are for dataset {splits['dataset']!r}, not {dataset.name!r}", path)
         known = {c.id for c in dataset.cases}
         listed = set(splits["test"]["cases"]) | {c for s in splits["splits"] for p in ("train", "val") for c in s[p]["cases"]}
         missing = sorted(listed - known)
         if missing:
             raise UserError(f"cases in the splits are missing from the dataset: {', '.join(missing[:5])}", path)
+        check_splits(splits, path, dataset)  # now by patient too
     return splits
+
+
+def _ids(part, what: str, path: Path) -> list[str]:
+    cases = part.get("cases") if isinstance(part, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, str) for c in cases):
+        raise UserError(f"{what} needs a list of case ids under 'cases'", path)
+    return cases
+
+
+def check_splits(splits: dict, path: Path, dataset: Dataset | None = None) -> None:
+    """Refuse a splits file whose parts leak into each other: a case (or, with `dataset`, a
+    patient) in two parts of one fold, a validation part equal to the training part, a case listed
+    twice. Every reader of splits files goes through `load_splits`, hence through this."""
+    if not isinstance(splits["splits"], list) or not splits["splits"]:
+        raise UserError("'splits' must be a non-empty list of folds", path)
+    test = _ids(splits.get("test", {}), "'test'", path)
+    overfit = splits.get(OVERFIT_KEY) is True
+    patient_of = {c.id: c.patient for c in dataset.cases} if dataset is not None else {}
+    for index, fold in enumerate(splits["splits"]):
+        if not isinstance(fold, dict):
+            raise UserError(f"fold {index} is not a mapping", path)
+        train, val = (_ids(fold.get(name), f"fold {index} {name!r}", path) for name in ("train", "val"))
+        if overfit:  # an overfitting check scores the training cases on purpose: val may be train
+            parts = {"train": sorted(set(train) | set(val)), "test": test}
+        else:
+            if val and sorted(val) == sorted(train):
+                raise UserError(f"fold {index}: the val part is the train part; validation must hold other cases "
+                                f"(for an overfitting check on purpose, add \"{OVERFIT_KEY}\": true)", path)
+            parts = {"train": train, "val": val, "test": test}
+        seen: dict[str, str] = {}
+        patients: dict[str, str] = {}
+        for name, ids in parts.items():
+            for case in ids:
+                if case in seen:
+                    where = f"twice in {name}" if seen[case] == name else f"in both {seen[case]} and {name}"
+                    raise UserError(f"fold {index}: case {case!r} is {where} (a case may be in one part only)", path)
+                seen[case] = name
+                patient = patient_of.get(case)
+                if patient is not None and patients.setdefault(patient, name) != name:
+                    raise UserError(f"fold {index}: patient {patient!r} has cases in both {patients[patient]} and "
+                                    f"{name} (all of a patient's cases belong in one part)", path)
 
 
 def split_cases(dataset: Dataset, splits: dict, part: str, fold: int = 0) -> list[Case]:

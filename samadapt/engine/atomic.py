@@ -29,6 +29,13 @@ def _user_fixable(exc: OSError, path: Path) -> UserError | None:
     return None
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create `path` (and parents) or raise a `UserError` naming it."""
     path = Path(path)
@@ -71,6 +78,7 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
     ensure_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs follow the user's umask
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -48,6 +48,9 @@ def evaluate(
     Either --pred DIR --gt DIR (folders of masks), or --model RUN_DIR --data DATASET --part test|val
     (a fine-tuned model predicts the part's cases first). Without --out the summary is printed only.
     """
+    import contextlib
+
+    from samadapt.engine.run_folder import dataset_inputs, run_folder
     from samadapt.errors import UserError
     from samadapt.evaluate.report import evaluate_cases
 
@@ -56,15 +59,19 @@ def evaluate(
             raise UserError("give either --model (with --data) or --pred and --gt, not both")
         if data is None:
             raise UserError("evaluate --model needs --data DATASET")
-        names, n_cases, cases = _cases_from_run(model, data, part, splits, fold)
+        names, n_cases, cases, inputs = _cases_from_run(model, data, part, splits, fold)
     else:
         from samadapt.evaluate.folders import cases_from_folders
 
         if pred is None or gt is None:
             raise UserError("evaluate needs both --pred DIR and --gt DIR, or --model RUN_DIR with --data")
         names = _class_names(classes)
-        n_cases, cases = cases_from_folders(pred, gt, images)
-    result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays, nsd_tolerance=nsd_tolerance)
+        n_cases, cases = cases_from_folders(pred, gt, images, n_classes=None if names is None else len(names))
+        inputs = None
+    with run_folder(out, inputs=[*dataset_inputs(data), pred, gt, images], models=[model]) if out is not None \
+            else contextlib.nullcontext():
+        result = evaluate_cases(cases, out, class_names=names, with_hd95=hd95, overlays=overlays,
+                                nsd_tolerance=nsd_tolerance, inputs=inputs)
     if out is None:
         from samadapt.evaluate.report import summary_markdown
 
@@ -78,12 +85,15 @@ def evaluate(
 def _cases_from_run(run_dir: Path, data: Path, part: str, splits: Path | None, fold: int | None):
     """(class names, number of cases, lazy EvaluationCases) of a fine-tuned run on a dataset split."""
     from samadapt.finetune.evaluation import resolve_split, run_split_cases, split_cases_for_run
+    from samadapt.engine.provenance import check_evaluation_inputs, input_hashes
     from samadapt.finetune.runs import load_finetune_run
 
     run = load_finetune_run(run_dir)
     splits_file, fold = resolve_split(run.info, run_dir, splits, fold)
+    check_evaluation_inputs(run.info, run_dir, splits=splits_file, data=data)
     cases = split_cases_for_run(data, splits_file, part, fold, run.class_names, run.info)
-    return run.class_names, len(cases), run_split_cases(run.model, cases)
+    inputs = {**input_hashes(splits=splits_file, data=data), "part": part, **({"fold": fold} if part != "test" else {})}
+    return run.class_names, len(cases), run_split_cases(run.model, cases), inputs
 
 
 def compare(

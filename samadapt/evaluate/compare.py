@@ -124,6 +124,32 @@ def _run_labels(runs: Sequence[Path], tables: Sequence[Path]) -> list[str]:
     return labels
 
 
+# What each evaluation's summary.json records of its cases (`evaluate --model`, `fewshot evaluate`):
+# runs scored on another split or another version of the dataset are not paired comparisons.
+COMPARABLE_INPUTS = ("splits_sha256", "description_sha256", "part", "fold")
+
+
+def check_comparable(tables: Sequence[Path]) -> None:
+    """Refuse evaluation folders still being written, or scored on other inputs than the first."""
+    from samadapt.engine.run_folder import refuse_incomplete
+
+    recorded = []
+    for table in tables:
+        refuse_incomplete(table.parent, "evaluation folder")
+        try:
+            summary = json.loads((table.parent / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+        recorded.append(summary.get("inputs") or {} if isinstance(summary, dict) else {})
+    for key in COMPARABLE_INPUTS:
+        given = [(table, inputs[key]) for table, inputs in zip(tables, recorded) if key in inputs]
+        for table, value in given[1:]:
+            if value != given[0][1]:
+                raise UserError(f"was scored on other cases than {given[0][0].parent} ({key.removesuffix('_sha256')} "
+                                f"{str(value)[:12]} vs {str(given[0][1])[:12]}): compare runs evaluated on the same "
+                                "splits file, part and dataset", table.parent / "summary.json")
+
+
 def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = "dice",
                  n_resamples: int = 10_000, seed: int = 0) -> dict:
     """Compare runs[1:] with runs[0] and write compare.json, compare.md and compare.png into `out_dir`."""
@@ -131,8 +157,15 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, metric: str = 
         raise UserError(f"compare needs at least two runs, got {len(runs)}")
     runs = [Path(r) for r in runs]
     tables = [find_per_case_csv(r) for r in runs]
+    check_comparable(tables)
     labels = _run_labels(runs, tables)
     values = [_with_class_means(read_metric(t, metric)) for t in tables]
+    class_sets = [{cls for _, cls in v} for v in values]
+    for table, classes in zip(tables[1:], class_sets[1:]):
+        if classes != class_sets[0]:
+            raise UserError(f"classes {sorted(classes - {MEAN_OVER_CLASSES})} differ from the first run's "
+                            f"{sorted(class_sets[0] - {MEAN_OVER_CLASSES})}: the runs were not scored on the same "
+                            "classes", table)
     common = set(values[0])
     for table_values in values[1:]:
         common &= set(table_values)

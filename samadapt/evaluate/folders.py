@@ -104,24 +104,41 @@ def read_overlay_image(path: Path | None) -> np.ndarray | None:
     return np.asarray(read_volume(path).data) if is_volume_file(path) else read_image(path)
 
 
-def cases_from_folders(pred_dir: Path, gt_dir: Path, image_dir: Path | None = None) -> tuple[int, Iterator[EvaluationCase]]:
+def cases_from_folders(pred_dir: Path, gt_dir: Path, image_dir: Path | None = None,
+                       n_classes: int | None = None) -> tuple[int, Iterator[EvaluationCase]]:
     """Pair the folders now (so mismatches fail before any work) and read the cases lazily.
 
     Returns (number of cases, iterator of cases). Images, when given, are paired by stem too; a case
-    without an image is drawn on black.
+    without an image is drawn on black. A label value that is no class is refused, naming its file:
+    above `n_classes` (the `--classes` given), or, without them, a predicted value that no
+    ground-truth mask holds (it would be scored as an invented class). The last check runs once every
+    case is read, before the report is written.
     """
     pairs = pair_by_stem(Path(pred_dir), Path(gt_dir))
     images = files_by_stem(Path(image_dir), "image") if image_dir is not None else {}
 
     def generate() -> Iterator[EvaluationCase]:
+        gt_labels: set[int] = set()
+        first_seen: dict[int, Path] = {}  # predicted label -> the first prediction holding it
         for case_id, pred_path, gt_path in pairs:
             pred, _ = read_index_mask(pred_path)
             gt, spacing = read_index_mask(gt_path)
             if pred.shape != gt.shape:
                 raise UserError(f"prediction {pred_path} has shape {pred.shape} but ground truth {gt_path} has {gt.shape}")
+            for path, mask in ((gt_path, gt), (pred_path, pred)):
+                if n_classes is not None and int(mask.max(initial=0)) > n_classes:
+                    raise UserError(f"label value {int(mask.max())} is not one of the {n_classes} --classes", path)
+            gt_labels.update(int(v) for v in np.unique(gt))
+            for value in np.unique(pred):
+                first_seen.setdefault(int(value), pred_path)
             image = read_overlay_image(images.get(case_id))
             if image is not None and image.shape[: gt.ndim] != gt.shape:
                 raise UserError(f"image shape {image.shape} does not match the mask shape {gt.shape}", images[case_id])
             yield EvaluationCase(case_id, pred, gt, image, spacing)
+        stray = sorted(set(first_seen) - gt_labels - {0})
+        if n_classes is None and stray:
+            known = ", ".join(str(v) for v in sorted(gt_labels - {0})) or "none"
+            raise UserError(f"label value {stray[0]} is in no ground-truth mask (their labels: {known}), so it is no "
+                            "class; pass --classes NAMES to score it", first_seen[stray[0]])
 
     return len(pairs), generate()

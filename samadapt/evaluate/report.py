@@ -207,6 +207,7 @@ def evaluate_cases(
     overlays: bool = True,
     on_case: Callable[[str], None] | None = None,
     nsd_tolerance: float | None = None,
+    inputs: dict | None = None,
 ) -> EvaluationResult:
     """Score every case and write the report into `out_dir` (all files appear together or not at all;
     `out_dir` None: score only, write nothing).
@@ -217,6 +218,8 @@ def evaluate_cases(
     on_case: called with each case id after it is scored (progress display).
     nsd_tolerance: also score the normalised surface Dice at this tolerance (mm where cases have a
         spacing, pixels otherwise).
+    inputs: what the cases came from (`engine.provenance.input_hashes`, part), kept in summary.json
+        for `compare` to check that runs were scored on the same cases.
     """
     n_classes = None if class_names is None else len(class_names)
     if class_names is not None and len(set(class_names)) != len(class_names):
@@ -259,6 +262,8 @@ def evaluate_cases(
         summary = summarize(rows, names, metrics)
         if nsd_tolerance is not None:
             summary["nsd_tolerance"] = float(nsd_tolerance)
+        if inputs:
+            summary["inputs"] = dict(inputs)
         if out_dir is None:
             return EvaluationResult(None, names, metrics, rows, summary)
         out_dir = Path(out_dir)

@@ -22,13 +22,15 @@ def export(
 ) -> None:
     """Export the image encoder and mask decoder as ONNX (dynamic batch), checked against PyTorch in onnxruntime."""
     from samadapt.errors import UserError, warn
+    from samadapt.engine.run_folder import run_folder
     from samadapt.export.onnx_export import PARITY_TOLERANCE, export_onnx
 
     if format not in FORMATS:
         raise UserError(f"--format {format!r}: choose {', '.join(FORMATS)}")
     if image_size is not None and image_size <= 0:
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
-    meta = export_onnx(model, out, image_size=image_size, quantize=quantize)
+    with run_folder(out, models=[model]):
+        meta = export_onnx(model, out, image_size=image_size, quantize=quantize)
     parity = meta["parity"]
     print(f"exported {meta['model']} at {meta['image_size']} px ({meta['kind']} decoder"
           + (f", classes {', '.join(meta['classes'])}" if meta["classes"] else "") + f") to {out}; onnxruntime vs "

@@ -37,8 +37,10 @@ def read_onnx_folder(folder: str | Path) -> dict:
     """The checked metadata of an export folder: format, both files present, each file made by the
     same export (variant and image size in its own metadata) and unchanged (sha256)."""
     from samadapt.engine.atomic import sha256_file
+    from samadapt.engine.run_folder import refuse_incomplete
 
     folder = Path(folder)
+    refuse_incomplete(folder, "export folder")
     path = folder / METADATA_FILE
     try:
         meta = json.loads(path.read_text())

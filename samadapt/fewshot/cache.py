@@ -9,8 +9,10 @@ Layout of a cache folder::
 `key` is the sha256 of (image file content, slice index, model name, weights fingerprint, input
 size, preprocessing version, dtype). A re-run therefore finds every unchanged item already on disk
 and encodes only new or changed ones; changing the model, its weights or the input size changes
-every key, and the files the new manifest no longer names are deleted. Files are written one by one
-and atomically, so an interrupted build keeps what it finished. safetensors files are memory-mapped
+every key, and the files an earlier build wrote that the new manifest no longer names are deleted
+(only those: the manifest lists every file the cache wrote). Files are written one by one and
+atomically, and the manifest after every batch, so an interrupted build keeps what it finished and
+the next one reuses it. safetensors files are memory-mapped
 on read, so training touches only the items it uses.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ import torch
 
 from samadapt.data.intensity import check_same_intensity
 from samadapt.data.volumes import volume_sha256
+from samadapt.engine.atomic import current_umask
 from samadapt.engine.atomic import sha256_file as file_sha256
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings
@@ -122,7 +126,10 @@ class FeatureCache:
     """
 
     def __init__(self, directory: str | Path):
+        from samadapt.engine.run_folder import refuse_incomplete
+
         self.directory = Path(directory)
+        refuse_incomplete(self.directory, "feature cache")
         manifest = self.directory / MANIFEST
         if not manifest.is_file():
             raise UserError(f"not a few-shot feature cache (no {MANIFEST}); build one with `samadapt fewshot cache`",
@@ -133,6 +140,9 @@ class FeatureCache:
             raise UserError(f"cache manifest is unreadable ({exc})", manifest) from None
         if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
             raise UserError(f"not a {CACHE_FORMAT} version {CACHE_VERSION} manifest", manifest)
+        if data.get("complete") is False:
+            raise UserError("feature cache is incomplete (its build was interrupted): run `samadapt fewshot cache` "
+                            "again to finish it", self.directory)
         self.manifest = data
         self.identity = ModelIdentity(**data["model"])
         self.entries: dict[str, dict] = data["entries"]
@@ -219,6 +229,7 @@ def _write_features(path: Path, tensors: dict[str, torch.Tensor], meta: dict) ->
     try:
         save_file({k: v.to(CACHE_DTYPE).contiguous() for k, v in tensors.items()}, str(tmp),
                   metadata={k: json.dumps(v) for k, v in meta.items()})
+        os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600; the cache follows the umask
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -239,16 +250,28 @@ def build_cache(cases, out: str | Path, name: str, weights: str | Path | None, i
     identity = model_identity(name, weights, image_size)
     out = ensure_writable_dir(out)
     feature_dir = ensure_writable_dir(out / FEATURE_DIR)
-    encoder = _BatchEncoder(out, identity, weights, model, batch_size, on_item)
-    entries, reused = _plan_items(cases, out, identity, encoder, on_item)
+    previous, owned = _previous_manifest(out)
+    done: dict[str, dict] = {}
+
+    def record_progress(finished: dict[str, dict]) -> None:
+        # after every batch: an interrupted build keeps, and the next one reuses, what it finished
+        done.update(finished)
+        _write_manifest(out, identity, {**previous, **done}, owned | _files_of(done), complete=False)
+
+    encoder = _BatchEncoder(out, identity, weights, model, batch_size, on_item, record_progress)
+    entries, reused = _plan_items(cases, out, identity, encoder, on_item, previous)
     encoder.flush()
     if not entries:
         raise UserError("no images to cache")
-    _write_manifest(out, identity, entries)
-    removed = _remove_stale_features(feature_dir, entries)
+    _write_manifest(out, identity, entries, _files_of(entries))
+    removed = _remove_stale_features(out, feature_dir, owned | _files_of(previous) | _files_of(done), entries)
     total = sum(e["bytes"] for e in entries.values())
     return CacheReport(len(entries), encoder.encoded, reused, removed, total, encoder.seconds,
                        time.perf_counter() - started)
+
+
+def _files_of(entries: dict[str, dict]) -> set[str]:
+    return {e["file"] for e in entries.values() if isinstance(e, dict) and isinstance(e.get("file"), str)}
 
 
 class _BatchEncoder:
@@ -257,9 +280,10 @@ class _BatchEncoder:
     built only when the first batch is due, so a cache that is already complete never loads it."""
 
     def __init__(self, out: Path, identity: ModelIdentity, weights, model, batch_size: int,
-                 on_item: Callable[[str, bool], None] | None):
+                 on_item: Callable[[str, bool], None] | None,
+                 on_flush: Callable[[dict[str, dict]], None] | None = None):
         self.out, self.identity, self.weights, self.model = out, identity, weights, model
-        self.batch_size, self.on_item = batch_size, on_item
+        self.batch_size, self.on_item, self.on_flush = batch_size, on_item, on_flush
         self.pending: list[tuple[str, dict, object]] = []  # (item_id, entry, unit image)
         self.encoded, self.seconds = 0, 0.0
 
@@ -286,14 +310,15 @@ class _BatchEncoder:
             self.encoded += 1
             if self.on_item is not None:
                 self.on_item(item_id, False)
+        if self.on_flush is not None:
+            self.on_flush({item_id: entry for item_id, entry, _ in self.pending})
         self.pending.clear()
 
 
 def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncoder,
-                on_item: Callable[[str, bool], None] | None) -> tuple[dict[str, dict], int]:
+                on_item: Callable[[str, bool], None] | None, previous: dict[str, dict]) -> tuple[dict[str, dict], int]:
     """The manifest entry of every item of `cases`: reused when the previous build left a valid file
     under the same key, otherwise handed to `encoder`. Returns (entries by item id, reused count)."""
-    previous = _previous_entries(out)
     entries: dict[str, dict] = {}
     reused = 0
     for case in cases:
@@ -310,7 +335,8 @@ def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncode
                 raise UserError(f"two items share the id {item.item_id!r}", case.image)
             entries[item.item_id] = entry
             old = previous.get(item.item_id)
-            if (out / entry["file"]).is_file() and old is not None and old.get("key") == key:
+            if (out / entry["file"]).is_file() and isinstance(old, dict) and old.get("key") == key \
+                    and "bytes" in old:
                 entry.update(original_hw=old["original_hw"], resized_hw=old["resized_hw"], bytes=old["bytes"])
                 reused += 1
                 if on_item is not None:
@@ -322,29 +348,41 @@ def _plan_items(cases, out: Path, identity: ModelIdentity, encoder: _BatchEncode
     return entries, reused
 
 
-def _write_manifest(out: Path, identity: ModelIdentity, entries: dict[str, dict]) -> None:
+def _write_manifest(out: Path, identity: ModelIdentity, entries: dict[str, dict], files: set[str],
+                    complete: bool = True) -> None:
+    """The manifest; `files`: every feature file this cache wrote and still holds (the only files a
+    later build may delete); `complete` False while a build is still adding items."""
     from samadapt.engine.atomic import atomic_write_text
 
     manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model": identity.to_dict(),
                 "preprocess": PREPROCESS_VERSION, "dtype": str(CACHE_DTYPE).removeprefix("torch."),
-                "entries": entries}
+                "complete": complete, "files": sorted(files), "entries": entries}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
-def _remove_stale_features(feature_dir: Path, entries: dict[str, dict]) -> int:
-    """Delete the feature files the manifest no longer names (another model, size or image version:
-    no longer valid); returns how many."""
-    wanted = {Path(e["file"]).name for e in entries.values()}
+def _remove_stale_features(out: Path, feature_dir: Path, owned: set[str], entries: dict[str, dict]) -> int:
+    """Delete the feature files an earlier build of this cache wrote that the manifest no longer
+    names (another model, size or image version: no longer valid), and the temporaries of a killed
+    build; any other file is left alone, whoever put it there. Returns how many."""
+    wanted = _files_of(entries)
     removed = 0
-    for file in feature_dir.iterdir():
-        if file.name not in wanted:
+    for name in sorted(owned - wanted):
+        file = out / name
+        if file.parent == feature_dir and file.is_file():
             file.unlink()
             removed += 1
+    for leftover in feature_dir.glob(".*.safetensors.tmp"):
+        leftover.unlink(missing_ok=True)
     return removed
 
 
-def _previous_entries(out: Path) -> dict:
+def _previous_manifest(out: Path) -> tuple[dict[str, dict], set[str]]:
+    """(entries, files written) of the cache already in `out`, complete or not; empty when none."""
     try:
-        return FeatureCache(out).entries
-    except (UserError, KeyError, TypeError):
-        return {}
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, set()
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("entries"), dict):
+        return {}, set()
+    files = {f for f in data.get("files") or () if isinstance(f, str)}
+    return data["entries"], files

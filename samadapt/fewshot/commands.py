@@ -65,6 +65,7 @@ def cache(
     from samadapt.data.dataset import load_dataset
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.logging import ItemProgress
+    from samadapt.engine.run_folder import refuse_output_in_inputs, run_folder
     from samadapt.fewshot.cache import build_cache
     from samadapt.fewshot.items import case_items
 
@@ -72,12 +73,14 @@ def cache(
     check_output_dir(out)
     dataset = load_dataset(data)
     require_readable(dataset.cases, masks=False)  # a broken file fails before the cache folder is touched
+    refuse_output_in_inputs(out, [dataset.spec.images, dataset.spec.masks])
     weights = _frozen_weights(init, "fewshot cache", CACHE_INIT, model, image_size, "the cached features")
     # encoding takes minutes on a CPU: a bar per image/slice (a line every 30 s in a log)
     progress = ItemProgress(sum(len(case_items(c)) for c in dataset.cases), "caching features")
     try:
-        report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size,
-                             on_item=lambda *_: progress.update())
+        with run_folder(out, inputs=[dataset.spec.images, dataset.spec.masks]):
+            report = build_cache(dataset.cases, out, model, weights, image_size, batch_size=batch_size,
+                                 on_item=lambda *_: progress.update())
     finally:
         progress.close()
     rate = report.encoded / report.seconds_total if report.encoded and report.seconds_total else 0.0
@@ -112,6 +115,8 @@ def train(
     import os
 
     from samadapt.cli import relaunch_on_devices
+    from samadapt.engine.provenance import check_resume_inputs, input_hashes
+    from samadapt.engine.run_folder import dataset_inputs, run_folder
     from samadapt.fewshot.train import train_fewshot
     from samadapt.outcome import finish_training
 
@@ -122,8 +127,14 @@ def train(
                            background_prototypes=background_prototypes)
     config.validate()  # a bad value fails before the data is read
     dataset, cases = _cases(data, splits, "train", fold)
-    summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
-                            image_size=image_size, dataset_name=dataset.name, resume=resume)
+    with run_folder(out, inputs=[*dataset_inputs(data), cache_dir]) as folder:
+        if resume:
+            check_resume_inputs(out, splits=splits, data=data, cache=cache_dir)
+        summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
+                                image_size=image_size, dataset_name=dataset.name, resume=resume,
+                                inputs=input_hashes(splits=splits, data=data, cache=cache_dir))
+        if summary["status"] == "interrupted":
+            folder.keep_incomplete()
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"shots: {', '.join(summary['support']['items'])}")
     finish_training(summary, out, ["fewshot", "predict", "--model", out, "--input", "IMAGES",
@@ -141,12 +152,14 @@ def fewshot_predict(
     dicom_seg: bool = typer.Option(False, "--dicom-seg", help="DICOM series input: also write <stem>_seg.dcm, a DICOM Segmentation (highdicom) referencing the series."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
+    from samadapt.engine.run_folder import run_folder
     from samadapt.fewshot.predict import check_volume_inputs, collect_inputs, load_fewshot_run, predict_path
 
     files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
     if volumes or dicom_seg:
         check_volume_inputs(files, series, dicom_seg)
-    result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
+    with run_folder(out, inputs=[input], models=[model]):
+        result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
 
@@ -165,12 +178,19 @@ def fewshot_evaluate(
 ) -> None:
     """Predict the labelled cases and score them with the shared evaluation report."""
     from samadapt.evaluate.report import dice_line
-    from samadapt.fewshot.evaluate import evaluate_run
+    from samadapt.engine.provenance import input_hashes
+    from samadapt.engine.run_folder import dataset_inputs, run_folder
+    from samadapt.fewshot.evaluate import check_run_inputs, evaluate_run
     from samadapt.fewshot.predict import load_fewshot_run
 
-    _, cases = _cases(data, splits, part, fold)
-    result = evaluate_run(load_fewshot_run(model), cases, out, largest_component=largest_component,
-                          exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance)
+    dataset, cases = _cases(data, splits, part, fold)
+    run = load_fewshot_run(model)
+    check_run_inputs(run, model, dataset, cases, splits, data)
+    with run_folder(out, inputs=dataset_inputs(data), models=[model]):
+        result = evaluate_run(run, cases, out, largest_component=largest_component,
+                              exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance,
+                              inputs={**input_hashes(splits=splits, data=data), "part": part if splits else "all",
+                                      **({"fold": fold} if splits and part != "test" else {})})
     print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}; "
           + dice_line(result.summary, digits=3))
 

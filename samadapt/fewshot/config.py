@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import check_at_least, check_non_negative, check_positive
+from samadapt.options import check_all_finite, check_at_least, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class CacheSettings:
     batch_size: int = 4  # images/slices per encoder call
 
     def validate(self) -> None:
+        check_all_finite(self)
         check_at_least(self, "batch_size", 1)
         check_at_least(self, "image_size", 1)
 
@@ -43,6 +44,7 @@ class FewShotConfig:
 
     def validate(self) -> None:
         """Every value checked on its own (the shots against the data in `select_shots`)."""
+        check_all_finite(self)
         for name in ("shots", "epochs", "batch_size", "prototypes_per_class", "background_prototypes"):
             check_at_least(self, name, 1)
         check_at_least(self, "warmup_steps", 0)

@@ -27,7 +27,7 @@ def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iter
 
 
 def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict_case: Callable, overlays: bool = True,
-                         with_hd95: bool = False, nsd_tolerance: float | None = None):
+                         with_hd95: bool = False, nsd_tolerance: float | None = None, inputs: dict | None = None):
     """`predict_case(case, image, gt) -> index mask` for each case, scored by `evaluate_cases`."""
     from samadapt.evaluate.report import evaluate_cases
 
@@ -35,12 +35,26 @@ def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict
     if not cases:
         raise UserError("no labelled cases to evaluate")
     return evaluate_cases(_evaluation_cases(cases, classes, predict_case), out_dir, class_names=classes, overlays=overlays,
-                          with_hd95=with_hd95, nsd_tolerance=nsd_tolerance)
+                          with_hd95=with_hd95, nsd_tolerance=nsd_tolerance, inputs=inputs)
+
+
+def check_run_inputs(run, run_dir, dataset, cases, splits, data) -> None:
+    """Refuse a dataset whose classes are not the run's, volumes scaled otherwise than the support,
+    or a description or splits file that changed since the run was trained (`engine.provenance`)."""
+    from samadapt.data.intensity import check_same_intensity
+    from samadapt.engine.provenance import check_evaluation_inputs, check_same_classes
+
+    for case in cases:  # the precise reason first, when the description changed in this one way
+        if case.dims == "3d":
+            check_same_intensity(run.config.get("intensity"), case.intensity, "the few-shot run's support", case.image)
+    if set(dataset.class_names) != set(run.classes):
+        check_same_classes(run.classes, dataset.class_names, "the dataset", data)
+    check_evaluation_inputs(run.config.get("inputs") or {}, run_dir, splits=splits, data=data)
 
 
 def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = False, exclude_support: bool = True,
                  batch_size: int = CacheSettings.batch_size, overlays: bool = True, with_hd95: bool = False,
-                 nsd_tolerance: float | None = None):
+                 nsd_tolerance: float | None = None, inputs: dict | None = None):
     """Predict every case with a few-shot run and write the evaluation report into `out_dir`.
 
     exclude_support: leave out the cases the shots came from (a fair score without a split file).
@@ -63,4 +77,4 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
         return segment_units(run, [unit_image(image)], batch_size)[0]
 
     return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays, with_hd95=with_hd95,
-                                nsd_tolerance=nsd_tolerance)
+                                nsd_tolerance=nsd_tolerance, inputs=inputs)

@@ -162,8 +162,11 @@ def _select(features, index: torch.Tensor):
 
 def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_dir: str | Path,
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
-                  dataset_name: str = "", progress: bool = True, resume: bool = False) -> dict:
-    """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary."""
+                  dataset_name: str = "", progress: bool = True, resume: bool = False,
+                  inputs: dict | None = None) -> dict:
+    """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary.
+
+    inputs: the content of the inputs (`engine.provenance.input_hashes`), recorded in the run."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
@@ -197,12 +200,17 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     # (prompt encoder, positional encoding) must be on the same device.
     sam.to(trainer.device)
     summary = trainer.fit(epochs=config.epochs)
+    if inputs is not None and trainer.is_main and not resume:  # after fit: a refused start writes nothing
+        from samadapt.engine.provenance import record_inputs
+
+        record_inputs(run_dir, inputs)
     segmenter.eval()
     with torch.no_grad():
         prototypes = support.prototypes(range(len(items)), config)
     selection = {"dataset": dataset_name, "shots": config.shots, "seed": config.seed, "pool_size": pool_size,
                  "items": [i.item_id for i in items]}
     summary["support"] = selection
+    summary["inputs"] = inputs or {}
     if not trainer.is_main:  # under torchrun only rank 0 writes the run folder
         return summary
     atomic_write_text(run_dir / SUPPORT_FILE, json.dumps(selection, indent=1) + "\n")
@@ -215,6 +223,6 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
                     extra_config={"fewshot": {**asdict(config), "classes": classes, "support": selection["items"],
                                               "dims": first.dims, "slice_axis": first.slice_axis,
                                               **({"intensity": first.intensity} if first.dims == "3d" else {}),
-                                              "cache_model": identity.to_dict()}})
+                                              "cache_model": identity.to_dict(), "inputs": inputs or {}}})
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -67,6 +67,7 @@ def finetune(
     import torch
 
     from samadapt.cli import relaunch_on_devices
+    from samadapt.engine.run_folder import dataset_inputs, run_folder
     from samadapt.finetune.training import finetune as run_finetune
     from samadapt.outcome import finish_training
 
@@ -85,7 +86,10 @@ def finetune(
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     config.validate()
-    result = run_finetune(config)
+    with run_folder(out, inputs=[*dataset_inputs(data), splits]) as folder:
+        result = run_finetune(config)
+        if result["status"] == "interrupted":
+            folder.keep_incomplete()
     finish_training(result, out, ["evaluate", "--model", out, "--data", data, "--splits", splits,
                                   "--part", _scored_part(splits)], epochs=epochs)
 
@@ -144,13 +148,14 @@ def _ablation_outcome(base, table: dict, out: Path) -> None:
     """The closing lines: the best loss by mean Dice, and the fine-tuning run it suggests."""
     import math
 
-    from samadapt.outcome import print_outcome, resume_command
+    from samadapt.outcome import exit_interrupted, print_outcome, resume_command
 
     ranked = sorted((r for r in table["rows"] if not math.isnan(r["dice_mean"])), key=lambda r: -r["dice_mean"])
     best = (f"{ranked[0]['loss']} Dice {ranked[0]['dice_mean']:.4f} ± {ranked[0]['dice_sd']:.4f} on the "
             f"{table['part']} part (checkpoint kept: {table['keep']})" if ranked else "none (no loss scored)")
     if table["status"] == "interrupted":  # running the same command again resumes where it stopped
         print_outcome("interrupted", best, out, resume_command(resume_flag=False))
+        exit_interrupted()
     else:
         status = f"completed ({len(table['rows'])} losses, folds {','.join(map(str, table['folds']))})"
         print_outcome(status, best, out, _finetune_with(base, ranked[0]["loss"], out) if ranked

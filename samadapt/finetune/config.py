@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from samadapt.errors import UserError
 from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import (check_at_least, check_choice, check_finite, check_fraction, check_non_negative,
+from samadapt.options import (check_all_finite, check_at_least, check_choice, check_finite, check_fraction, check_non_negative,
                               check_positive, flag)
 
 KEEP_CHOICES = ("best", "last")
@@ -67,6 +67,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Every value checked on its own (files, the split and the model are checked when read)."""
+        check_all_finite(self)
         from samadapt.finetune.prompts import PROMPT_MODES
 
         check_choice(self, "prompt", PROMPT_MODES)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from samadapt.engine.curves import CurvePlot
+from samadapt.engine.provenance import input_hashes
 from samadapt.errors import UserError, warn
 from samadapt.options import flag
 from samadapt.finetune.config import FinetuneConfig  # noqa: F401 (re-exported)
@@ -115,10 +116,13 @@ def finetune(config: FinetuneConfig) -> dict:
     """Train as `config` says; returns the summary also written to RUN_DIR/summary.json."""
     from samadapt.data.check import require_readable
     from samadapt.engine.distributed import seed_everything
+    from samadapt.engine.provenance import check_resume_inputs, record_inputs
     from samadapt.finetune.losses import parse_loss
     from samadapt.finetune.runs import save_run_model
 
     recipe, out = _check_settings(config)
+    if config.resume:  # the same splits and description as the run started with, before any work
+        check_resume_inputs(out, splits=config.splits, data=config.data)
     loss_fn = parse_loss(config.loss)
     dataset, splits, train_cases, val_cases = prepare_data(config)
     require_readable(train_cases + val_cases)  # a broken image or foreign label fails before any model work
@@ -138,6 +142,8 @@ def finetune(config: FinetuneConfig) -> dict:
         augment.epoch_source = lambda: trainer.epoch
     if trainer.is_main:  # under torchrun only rank 0 writes the run folder
         _write_run_config(out, config, classes, recipe, train_cases, val_cases)
+        if not config.resume:
+            record_inputs(out, input_hashes(splits=config.splits, data=config.data))
     started = time.perf_counter()
     summary = trainer.fit(config.epochs)
     seconds = time.perf_counter() - started
@@ -264,7 +270,8 @@ def _run_info(config: FinetuneConfig, dataset, loss_spec: str, recipe, summary: 
             "data": str(Path(config.data).resolve()), "intensity": dataset.spec.intensity,
             "dataset": dataset.name, "train": config.train, "prompt": config.prompt,
             "best": summary["best"], "kept": config.keep, "epochs_completed": summary["epochs_completed"],
-            "recipe": recipe.as_dict(), **({"lora": config.lora_settings().as_dict()} if config.train == "lora" else {})}
+            "recipe": recipe.as_dict(), **input_hashes(splits=config.splits, data=config.data),
+            **({"lora": config.lora_settings().as_dict()} if config.train == "lora" else {})}
 
 
 def learning_warnings(summary: dict) -> list[str]:

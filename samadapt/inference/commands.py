@@ -42,6 +42,7 @@ def predict(
     import torch
 
     from samadapt.engine.atomic import check_output_dir
+    from samadapt.engine.run_folder import run_folder
     from samadapt.errors import UserError
     from samadapt.finetune.runs import is_run_dir
     from samadapt.inference.predict import Prompt, check_inputs, collect_images, run_predict
@@ -63,17 +64,18 @@ def predict(
     source = parse_init(init, PREDICT_INIT, command="predict")
     inputs = collect_images(input)  # fail on bad input before the (slow) model build
     check_output_dir(out)
-    if backend == "onnxruntime":
-        _predict_with_onnx(model, source, inputs, out, image_size, box, point, threads)
-        return
-    if model is not None and is_run_dir(model):  # a trained run: its learned class prompts segment every class
-        _predict_with_run(Path(model), inputs, out, source, image_size, box, point,
-                          dict(fast=fast, compile=compile, precision=precision))
-        return
-    prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
-    check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
-    net = _load_promptable(model, source, image_size, fast, compile, precision)
-    summary = run_predict(net, inputs, out, prompt)
+    with run_folder(out, inputs=[input], models=[model]):  # one writer; marked incomplete until every file is in
+        if backend == "onnxruntime":
+            _predict_with_onnx(model, source, inputs, out, image_size, box, point, threads)
+            return
+        if model is not None and is_run_dir(model):  # a trained run: its learned class prompts segment every class
+            _predict_with_run(Path(model), inputs, out, source, image_size, box, point,
+                              dict(fast=fast, compile=compile, precision=precision))
+            return
+        prompt = Prompt(box=tuple(box) if box else None, point=tuple(point) if point else None)
+        check_inputs(inputs, prompt)  # unreadable images and prompts outside them, before the model
+        net = _load_promptable(model, source, image_size, fast, compile, precision)
+        summary = run_predict(net, inputs, out, prompt)
     seconds = summary["seconds"]
     total = sum(seconds.values())
     print(f"wrote {2 * summary['images']} files to {out} ({total / max(1, summary['images']):.2f} s per image; "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import check_at_least
+from samadapt.options import check_all_finite, check_at_least
 
 DEFAULT_MEMORY_MODEL = "sam2.1-hiera-tiny"
 # Propagation needs the memory half, which an MAE run (an encoder) does not have.
@@ -23,5 +23,6 @@ class PropagateConfig:
     stop_when_absent: bool = True  # stop an object once its object score says it is gone
 
     def validate(self) -> None:
+        check_all_finite(self)
         if self.image_size is not None:
             check_at_least(self, "image_size", 1)

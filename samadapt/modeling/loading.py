@@ -106,6 +106,9 @@ def read_weights(path: str | Path) -> LoadedWeights:
     path = Path(path)
     if path.is_dir():
         if (path / METADATA_FILE).is_file():
+            from samadapt.engine.run_folder import refuse_incomplete
+
+            refuse_incomplete(path, "model folder")
             return read_model_folder_weights(path)
         config_file, weights_file = path / "config.json", path / "model.safetensors"
         if config_file.is_file() and weights_file.is_file():
@@ -204,8 +207,12 @@ def load_model(name: str | None = None, weights: str | Path | None = None, image
 
 def load_model_folder(directory: str | Path, image_size: int | None = None) -> ModelFolder:
     """Rebuild the model saved in a samadapt model folder (at its saved size unless `image_size` is
-    given), verify hashes, and return it with its metadata and extra tensors."""
+    given), verify hashes, and return it with its metadata and extra tensors. A folder whose run is
+    marked incomplete (`engine.run_folder`) is refused."""
+    from samadapt.engine.run_folder import refuse_incomplete
+
     directory = Path(directory)
+    refuse_incomplete(directory, "model folder")
     weights = read_model_folder_weights(directory)
     meta = read_metadata(directory)
     model = build_model(meta["model"], image_size or int(meta["image_size"]))

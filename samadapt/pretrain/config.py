@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from samadapt.errors import UserError
 from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import check_at_least, check_non_negative, check_positive, flag
+from samadapt.options import check_all_finite, check_at_least, check_non_negative, check_positive, flag
 
 # Warm-up when none is given: 5 epochs, or the whole run when it is shorter (a 1-epoch smoke run
 # must not be refused for a default it did not choose).
@@ -48,6 +48,7 @@ class PretrainConfig:
     command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
 
     def validate(self) -> None:
+        check_all_finite(self)
         from samadapt.modeling.masking import MASK_UNIT_PIXELS, check_mask_ratio, unit_grid
 
         check_mask_ratio(self.mask_ratio)

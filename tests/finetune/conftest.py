@@ -16,6 +16,7 @@ def _same_train_val_split(dataset_yaml: Path, cases: list[str], out: Path) -> Pa
     splits = make_splits(load_dataset(dataset_yaml), folds=1, test_fraction=0.0)
     part = {"patients": cases, "cases": cases}
     splits["splits"] = [{"fold": 0, "train": part, "val": part}]
+    splits["overfit"] = True  # val = train on purpose; a splits file without it is refused
     write_splits(splits, out)
     return out
 

@@ -167,6 +167,42 @@ def _write_clinical_files(bad: Path) -> None:
                 for line in text.splitlines(keepends=True)), encoding="latin-1")
 
 
+def _write_leaky_inputs(root: Path) -> None:
+    """Splits files that leak (a case in two parts, val = train, unknown cases), predictions with a
+    label no class has, a dataset whose mask has another size than its image, and run folders and a
+    cache marked incomplete (their command was killed)."""
+    import json
+
+    from samadapt.engine.run_folder import INCOMPLETE_FILE
+
+    bad = root / "bad"
+    splits = json.loads((root / "fa" / "splits.json").read_text())
+    fold = splits["splits"][0]
+    variants = {
+        "splits_train_and_test": lambda s: s["splits"][0]["train"]["cases"].append(s["test"]["cases"][0]),
+        "splits_val_is_train": lambda s: s["splits"][0].update(val=dict(s["splits"][0]["train"])),
+        "splits_unknown_case": lambda s: s["splits"][0]["val"]["cases"].append("P9999-1"),
+        "splits_train_twice": lambda s: s["splits"][0]["train"]["cases"].append(fold["train"]["cases"][0]),
+    }
+    for name, change in variants.items():
+        copy = json.loads(json.dumps(splits))
+        change(copy)
+        (bad / f"{name}.json").write_text(json.dumps(copy))
+    for name in ("pred", "gt"):
+        (bad / "eval_stray" / name).mkdir(parents=True)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[8:24, 8:24] = 1
+        if name == "pred":
+            mask[40:44, 40:44] = 7  # a stray value: no class 7 exists
+        Image.fromarray(mask).save(bad / "eval_stray" / name / "c1.png")
+    shutil.copytree(root / "fa", root / "fa_size")
+    mask_path = root / "fa_size" / "masks" / "P0001-1.png"
+    Image.fromarray(np.array(Image.open(mask_path))[:32, :32]).save(mask_path)
+    for source, name in (("ckpt_small", "ckpt_incomplete"), ("anat2d_cache", "cache_incomplete")):
+        shutil.copytree(root / source, root / name)
+        (root / name / INCOMPLETE_FILE).write_text("{}\n")
+
+
 @pytest.fixture(scope="session")
 def bad_world(tmp_path_factory) -> Path:
     """Root folder with: fa/ (12 FA phantoms, 6 patients, splits.json with 2 folds), anat2d/ (4
@@ -190,4 +226,5 @@ def bad_world(tmp_path_factory) -> Path:
     _write_clinical_files(root / "bad")
     _write_checkpoints(root)
     _write_runs_and_exports(root)
+    _write_leaky_inputs(root)
     return root

@@ -281,6 +281,41 @@ CASES = [
          "--fold 3", "fold 3 does not exist"),
 ]
 
+# ---------------------------------------------------------------- whole-class checks (issue 16)
+CASES += [
+    # splits files that leak: every reader goes through data.splits.load_splits -> check_splits
+    Case("splits-case-in-train-and-test", "finetune --data fa --splits bad/splits_train_and_test.json --out run",
+         "is in both train and test"),
+    Case("splits-val-is-train", "finetune --data fa --splits bad/splits_val_is_train.json --out run",
+         "the val part is the train part"),
+    Case("splits-unknown-case", "finetune --data fa --splits bad/splits_unknown_case.json --out run",
+         "missing from the dataset: P9999-1"),
+    Case("splits-case-twice", "finetune --data fa --splits bad/splits_train_twice.json --out run", "is twice in train"),
+    Case("fewshot-splits-leak", "fewshot train --data fa --cache anat2d_cache --out run --shots 1 "
+         "--splits bad/splits_train_and_test.json", "is in both train and test"),
+    Case("nnunet-splits-leak", "baseline nnunet --data fa --splits bad/splits_val_is_train.json --out out",
+         "the val part is the train part"),
+    # a label value that is no class: one line naming the file and the value, not an invented class
+    Case("evaluate-stray-label", "evaluate --pred bad/eval_stray/pred --gt bad/eval_stray/gt --out out",
+         "bad/eval_stray/pred/c1.png: label value 7 is in no ground-truth mask"),
+    Case("evaluate-label-beyond-classes", "evaluate --pred bad/eval_stray/pred --gt bad/eval_stray/gt --out out "
+         "--classes vessel", "bad/eval_stray/pred/c1.png: label value 7 is not one of the 1 --classes"),
+    # what `data check` rejects, every command rejects up front with the same words
+    Case("finetune-mask-size-mismatch", "finetune --data fa_size --splits fa/splits.json --out run --image-size 64 "
+         "--epochs 1", "fa_size/masks/P0001-1.png: mask size (32, 32) differs from image size (64, 64)"),
+    Case("demo-mask-size-mismatch", "demo --data fa_size --out demo_out", "mask size (32, 32) differs from image size"),
+    # run folders as a unit: incomplete folders are refused by readers; outputs never inside inputs
+    Case("init-from-incomplete-run", f"finetune {FA} --out run --image-size 64 --init ckpt:ckpt_incomplete",
+         "ckpt_incomplete: model folder is incomplete"),
+    Case("fewshot-train-incomplete-cache", "fewshot train --data anat2d --cache cache_incomplete --out run --shots 1",
+         "cache_incomplete: feature cache is incomplete"),
+    Case("predict-out-inside-input", "predict --input anat2d/images --out anat2d/images/masks",
+         "output folder is, or is inside, the input anat2d/images"),
+    Case("fewshot-cache-out-inside-images", "fewshot cache --data anat2d --out anat2d/images/cache --image-size 64",
+         "output folder is, or is inside, the input"),
+    Case("finetune-out-is-the-dataset", f"finetune {FA} --out fa --image-size 64", "output folder is, or is inside"),
+]
+
 # Numbers the training commands refuse (each config's validate()): not finite, out of range, not a number.
 NUMERIC_COMMANDS = {
     "pretrain": f"pretrain --data fa --out run {TINY_MAE}",
