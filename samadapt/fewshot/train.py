@@ -162,8 +162,10 @@ def _select(features, index: torch.Tensor):
 
 def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_dir: str | Path,
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
-                  dataset_name: str = "", progress: bool = True, resume: bool = False) -> dict:
-    """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary."""
+                  dataset_name: str = "", progress: bool = True, resume: bool = False, callbacks=()) -> dict:
+    """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary.
+
+    `callbacks`: `samadapt.engine.callbacks.Callback`s the trainer calls (live progress in the studio)."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
@@ -191,7 +193,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
                           grad_clip=config.grad_clip or None, seed=config.seed),
         checkpoints=Checkpoints(every_steps=None, keep_last=1, resume=resume, meta=meta),
-        reporting=Reporting(progress=progress, tensorboard=False, handle_signals=progress),
+        reporting=Reporting(progress=progress, tensorboard=False, callbacks=tuple(callbacks), handle_signals=progress),
         ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute
     # (prompt encoder, positional encoding) must be on the same device.
