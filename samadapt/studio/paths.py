@@ -2,14 +2,14 @@
 
 Requests never carry file paths to read: cases are addressed by the ids of the listing, and the
 only names a request gives are upload file names and asset names. Those go through `confined`,
-which refuses absolute paths, `..` parts, names that decode to either (a percent-encoded
+which refuses absolute paths, `..` or `.` parts (any hidden name), empty parts, names that decode to either (a percent-encoded
 `%2e%2e%2f`, decoded once by the web framework and again here), hidden names, and anything whose
 resolved location (symlinks followed) lies outside the root.
 """
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote
 
 from samadapt.errors import UserError
@@ -31,8 +31,8 @@ def confined(root: Path, name: str) -> Path:
         decoded = unquote(decoded)
     if not text or "\x00" in decoded or "\\" in decoded:
         raise UserError(f"path {text!r} is not allowed")
-    parts = PurePosixPath(decoded).parts
-    if decoded.startswith("/") or not parts or any(p in ("..", ".") or p.startswith(".") for p in parts):
+    parts = decoded.split("/")
+    if decoded.startswith("/") or any(not p or p.startswith(".") for p in parts):
         raise UserError(f"path {text!r} is not allowed (absolute, '..' or hidden)")
     if text != decoded:
         raise UserError(f"path {text!r} is not allowed (encoded characters)")
