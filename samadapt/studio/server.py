@@ -99,7 +99,7 @@ def url_of(sock: socket.socket, host: str, token: str) -> str:
 
 
 def serve(studio, host: str, port: int) -> None:
-    """Serve until Ctrl-C (uvicorn stops, then re-raises the signal: the CLI exits with 130)."""
+    """Serve until Ctrl-C or SIGTERM (then KeyboardInterrupt: the CLI says so and exits with 130)."""
     import uvicorn
 
     token = secrets.token_urlsafe(24)
@@ -119,8 +119,13 @@ def serve(studio, host: str, port: int) -> None:
     config = uvicorn.Config(app, log_level="debug" if studio.debug else "warning", access_log=False,
                             timeout_graceful_shutdown=2, lifespan="off")
     server = uvicorn.Server(config)
+    interrupted = False
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it stopped on
+        interrupted = True
     finally:
         sock.close()
         sys.stdout.flush()
+    if interrupted or server.should_exit:
+        raise KeyboardInterrupt  # the CLI's one line and exit code 130, as for every command
