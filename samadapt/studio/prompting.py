@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from samadapt.errors import UserError
 
@@ -49,6 +48,8 @@ class SlicePrompter:
     def model(self):
         """Built outside inference mode: its weights must stay ordinary tensors, since training
         rounds build their feature cache with it too."""
+        import torch
+
         with self._building:
             if self._model is None:
                 from samadapt.fewshot.cache import build_frozen_model
@@ -59,6 +60,8 @@ class SlicePrompter:
 
     def features(self, key, unit: np.ndarray):
         """(features, letterbox) of one (H, W, 3) [0, 1] slice, encoded unless remembered."""
+        import torch
+
         from samadapt.fewshot.items import model_input
 
         found = self.memory.get(key)
@@ -69,16 +72,18 @@ class SlicePrompter:
             self.memory.put(key, found)
         return found
 
-    @torch.inference_mode()
     def segment(self, key, unit: np.ndarray, points: list[tuple[float, float, int]],
                 box: tuple[float, float, float, float] | None) -> np.ndarray:
         """(H, W) bool mask of one slice for points (x, y, 1 positive / 0 negative) and/or a box
         (x0, y0, x1, y1), all in the slice's pixel coordinates."""
+        import torch
+
         from samadapt.data.preprocess import restore_logits
 
         if not points and box is None:
             raise UserError("a prompt needs at least one point or a box")
-        with self.lock:
+        model = self.model  # built outside inference mode (see `model`)
+        with self.lock, torch.inference_mode():
             features, letterbox = self.features(key, unit)
             prompts = {}
             if points:
@@ -88,6 +93,6 @@ class SlicePrompter:
             if box is not None:
                 corners = letterbox.to_model_xy(np.array(box, dtype=np.float64).reshape(2, 2)).reshape(4)
                 prompts["boxes"] = torch.tensor(corners, dtype=torch.float32)[None, None]  # (1, 1, 4)
-            out = self.model.decode(features, **prompts)
+            out = model.decode(features, **prompts)
             logits = restore_logits(out.logits[0, 0, 0], letterbox)  # (H, W)
         return (logits > 0).numpy()

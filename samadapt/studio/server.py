@@ -128,4 +128,5 @@ def serve(studio, host: str, port: int) -> None:
         sock.close()
         sys.stdout.flush()
     if interrupted or server.should_exit:
-        raise KeyboardInterrupt  # the CLI's one line and exit code 130, as for every command
+        print("samadapt studio: stopped; the edits are saved in", studio.state_dir, file=sys.stderr, flush=True)
+        raise KeyboardInterrupt  # exit code 130, as for every command interrupted

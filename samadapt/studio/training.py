@@ -15,9 +15,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from samadapt.engine.callbacks import Callback
 from samadapt.errors import UserError
 
 
@@ -46,14 +44,17 @@ class JobState:
             return self.serial, dict(self.value)
 
 
-class _EpochProgress(Callback):
-    def __init__(self, state: JobState, epochs: int):
-        self.state, self.epochs = state, epochs
+def epoch_progress(state: JobState, epochs: int):
+    """A trainer callback that reports each finished epoch (torch is imported only when training)."""
+    from samadapt.engine.callbacks import Callback
 
-    def on_epoch_end(self, trainer, epoch, metrics) -> None:
-        loss = metrics.get("loss")
-        self.state.update(phase="training", done=epoch + 1, total=self.epochs,
-                          message=f"epoch {epoch + 1}/{self.epochs}" + (f", loss {loss:.3f}" if loss is not None else ""))
+    class EpochProgress(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics) -> None:
+            loss = metrics.get("loss")
+            state.update(phase="training", done=epoch + 1, total=epochs,
+                         message=f"epoch {epoch + 1}/{epochs}" + (f", loss {loss:.3f}" if loss is not None else ""))
+
+    return EpochProgress()
 
 
 class Trainer:
@@ -79,6 +80,8 @@ class Trainer:
         self._thread.start()
 
     def _run(self, plan, epochs: int, round_number: int) -> None:
+        import torch
+
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
@@ -112,7 +115,7 @@ class Trainer:
         run_dir = work / f"round-{round_number:04d}" / "run"
         self.state.update(phase="training", done=0, total=epochs, message="")
         train_fewshot(support, studio.classes, work / "cache", run_dir, config, progress=False,
-                      callbacks=[_EpochProgress(self.state, epochs)], dataset_name="studio")
+                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio")
         return self._predict_all(run_dir, work / "cache", targets)
 
     def _predict_all(self, run_dir: Path, cache_dir: Path, targets) -> int:
@@ -135,13 +138,15 @@ class Trainer:
         return done
 
 
-@torch.inference_mode()
 def predict_cached(run, cache, item_id: str) -> np.ndarray:
     """(H, W) uint8 labels of one cached item with a few-shot run (the decoder only)."""
+    import torch
+
     from samadapt.data.preprocess import Letterbox, restore_logits
     from samadapt.modeling.fewshot_segmenter import labels_from_logits
 
     entry = cache.entry(item_id)
     box = Letterbox(tuple(entry["original_hw"]), tuple(entry["resized_hw"]), cache.identity.image_size)
-    logits = run.segmenter(cache.load(item_id), run.prototypes)  # (1, C, S/4, S/4)
-    return labels_from_logits(restore_logits(logits[0], box)).to(torch.uint8).numpy()
+    with torch.inference_mode():
+        logits = run.segmenter(cache.load(item_id), run.prototypes)  # (1, C, S/4, S/4)
+        return labels_from_logits(restore_logits(logits[0], box)).to(torch.uint8).numpy()

@@ -22,4 +22,4 @@ def test_the_server_prints_a_tokened_url_and_stops_on_ctrl_c(folder):
         code = process.wait(timeout=20)
     err = process.stderr.read()
     assert code == 130, err
-    assert "Traceback" not in err, err[-600:]
+    assert "Traceback" not in err and "stopped; the edits are saved" in err, err[-600:]
