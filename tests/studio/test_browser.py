@@ -1,6 +1,6 @@
 """A scripted session in a real browser (Playwright driving Debian's Chromium, headless) against
-the real server process: open a phantom volume, paint on one slice, SAM2 click on another, train,
-see the prediction on a third, export, reload and find the edits kept."""
+the real server process: open a phantom volume, paint on one slice, fill a polygon on another, SAM2 click on a third, train,
+see the prediction on a slice never labelled, export, reload and find the edits kept."""
 
 from __future__ import annotations
 
@@ -58,17 +58,27 @@ def test_a_session_in_the_browser(browser, folder, request):
         _drag(page, [(-40, -40), (40, 40)])
         page.wait_for_function("window.studioState.version === 2")
 
+        _go_to_slice(page, 4)  # a polygon: corners clicked, a double-click fills it
+        page.click("button[data-tool=polygon]")
+        box = page.locator("#canvas").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        for dx, dy in [(-80, -80), (80, -80), (80, 80)]:
+            page.mouse.click(cx + dx, cy + dy)
+        page.mouse.dblclick(cx - 80, cy + 80)
+        page.wait_for_function("window.studioState.version === 3")
+        assert page.evaluate("window.studioState.layers.edits.filter(v => v).length") >= 40  # ~8x8 pixels
+
         _go_to_slice(page, 6)  # a SAM2 click, accepted as a label
         page.click("button[data-tool=point-pos]")
         box = page.locator("#canvas").bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_function("document.querySelector('#status').dataset.state === 'prompted'", timeout=60000)
         page.click("#accept")
-        page.wait_for_function("window.studioState.version === 3")
+        page.wait_for_function("window.studioState.version === 4")
         if not page.evaluate("window.studioState.layers.edits.some(v => v)"):  # random weights: an empty mask
             page.click("button[data-tool=brush]")
             _drag(page, [(-50, -50), (50, 50), (50, -50), (-50, 50)])
-            page.wait_for_function("window.studioState.version === 4")
+            page.wait_for_function("window.studioState.version === 5")
 
         page.click("#train")  # few-shot training, progress streamed
         page.wait_for_function("document.querySelector('#train-status').dataset.status === 'done'", timeout=120000)
@@ -89,7 +99,7 @@ def test_a_session_in_the_browser(browser, folder, request):
         page.wait_for_function("document.querySelector('#status').dataset.state === 'ready'")
         _go_to_slice(page, 2)
         assert page.evaluate("window.studioState.layers.edits.some(v => v)")
-        assert page.evaluate("window.studioState.version") >= 3
+        assert page.evaluate("window.studioState.version") >= 4
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 130

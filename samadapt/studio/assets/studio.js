@@ -8,7 +8,7 @@ const S = {
   cases: [], classes: [], caseId: null, info: null, plane: "axial", index: 0, rows: 0, cols: 0,
   image: null, layers: {edits: null, prediction: null, reference: null}, candidate: null, points: [], box: null,
   version: 0, history: {}, zoom: 1, panX: 0, panY: 0, tool: "brush", cls: 1, wl: [0, 1], range: [0, 1],
-  saving: Promise.resolve(), lastPromptSeconds: null,
+  saving: Promise.resolve(), lastPromptSeconds: null, polygon: [],
 };
 window.studioState = S;  // read by the browser tests
 const $ = (id) => document.getElementById(id);
@@ -96,7 +96,7 @@ async function loadSlice(fit = false) {
   S.image = image.data; S.rows = image.rows; S.cols = image.cols;
   for (const layer in layers) S.layers[layer] = layers[layer] ? layers[layer].data : null;
   if (layers.edits && layers.edits.version !== null) S.version = +layers.edits.version;
-  S.candidate = null; S.points = []; S.box = null; $("accept").disabled = true;
+  S.candidate = null; S.points = []; S.box = null; S.polygon = []; $("accept").disabled = true;
   if (fit) fitView();
   draw();
   setStatus(`${S.info.name}: ${S.plane} slice ${S.index} of ${S.info.planes[S.plane]}` +
@@ -137,6 +137,11 @@ function draw() {
   for (const [row, col, label] of S.points) {
     ctx.fillStyle = label ? "#3f3" : "#f33";
     ctx.beginPath(); ctx.arc(S.panX + col * S.zoom, S.panY + row * S.zoom, 5, 0, 2 * Math.PI); ctx.fill();
+  }
+  if (S.polygon.length) {
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.beginPath();
+    S.polygon.forEach(([row, col], i) => ctx[i ? "lineTo" : "moveTo"](S.panX + col * S.zoom, S.panY + row * S.zoom));
+    ctx.stroke();
   }
   if (S.box) {
     const [r0, c0, r1, c1] = S.box; ctx.strokeStyle = "#ff3"; ctx.lineWidth = 2;
@@ -190,6 +195,20 @@ function undoRedo(from, to) {
   draw(); saveEdits();
 }
 
+function fillPolygon() {
+  // Rasterise on a slice-sized canvas: a pixel is inside when its centre is (the canvas fill rule).
+  const points = S.polygon; S.polygon = [];
+  if (points.length < 3) { draw(); return; }
+  const off = document.createElement("canvas"); off.width = S.cols; off.height = S.rows;
+  const octx = off.getContext("2d"); octx.fillStyle = "#fff"; octx.beginPath();
+  points.forEach(([row, col], i) => octx[i ? "lineTo" : "moveTo"](col, row));
+  octx.closePath(); octx.fill();
+  const inside = octx.getImageData(0, 0, S.cols, S.rows).data;
+  ensureEdits(); const before = S.layers.edits.slice();
+  for (let i = 0; i < S.rows * S.cols; i++) if (inside[4 * i + 3] >= 128) S.layers.edits[i] = S.cls;
+  draw(); commitEdit(before);
+}
+
 async function prompt() {
   const body = JSON.stringify({index: S.index, points: S.points, box: S.box});
   setStatus("SAM2…", "prompting");
@@ -220,7 +239,8 @@ canvas.addEventListener("mousedown", (event) => {
   if (S.tool === "brush" || S.tool === "eraser") {
     ensureEdits(); drag = {kind: "paint", before: S.layers.edits.slice()};
     paint(row, col, S.tool === "brush" ? S.cls : 0); draw();
-  } else if (S.tool === "box") drag = {kind: "box", row, col};
+  } else if (S.tool === "polygon") { S.polygon.push([row, col]); draw(); }
+  else if (S.tool === "box") drag = {kind: "box", row, col};
   else { S.points.push([row, col, S.tool === "point-pos" ? 1 : 0]); draw(); prompt(); }
 });
 canvas.addEventListener("mousemove", (event) => {
@@ -236,6 +256,7 @@ window.addEventListener("mouseup", () => {
   if (done.kind === "paint") commitEdit(done.before);
   else if (done.kind === "box" && S.box) prompt();
 });
+canvas.addEventListener("dblclick", () => { if (S.tool === "polygon" && editable()) fillPolygon(); });
 canvas.addEventListener("wheel", (event) => {
   event.preventDefault();
   const rect = canvas.getBoundingClientRect(), x = event.clientX - rect.left, y = event.clientY - rect.top;
