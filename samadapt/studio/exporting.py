@@ -2,8 +2,10 @@
 
 `write_labels` writes the edited labels of some cases the way a `samadapt` dataset stores masks
 (3D: `<stem>.nii.gz` label volumes on the input's voxel grid with its affine; 2D: `<stem>.png`
-index masks); training rounds and the export both use it. `export` adds the predictions and a
-`dataset.yaml` that `samadapt data check`, `samadapt finetune` and `samadapt fewshot` read.
+index masks); training rounds and the export both use it. `export` adds the predictions, an
+`images/` folder of links to the labelled images (so the dataset holds only labelled cases, and no
+corrupt file of FOLDER) and a `dataset.yaml` that `samadapt data check`, `samadapt finetune` and
+`samadapt fewshot` read.
 """
 
 from __future__ import annotations
@@ -52,35 +54,60 @@ def layout(dims: str, classes: list[str]) -> MaskLayout:
 
 def write_labels(studio, cases, folder: Path) -> list[Case]:
     """Write the edits of `cases` (StudioCase) into `folder`; returns dataset `Case`s that read them."""
-    from samadapt.data.io import file_stem
-
     out = []
     for item in cases:
         case = item.case
-        path = folder / f"{file_stem(case.image)}{label_suffix(case.dims)}"
+        path = folder / f"{item.key}{label_suffix(case.dims)}"  # the key: two folders may share a file name
         _write_case_labels(path, case, studio.edits(item.id).labels)
         out.append(Case(case.id, case.patient, case.image, (path,), layout(case.dims, studio.classes), case.dims,
                         case.slice_axis, None, case.intensity))
     return out
 
 
-def _description(studio, dims: str, images: Path, stage: Path, final: Path) -> str:
+def _description(studio, dims: str) -> str:
     import yaml
 
     first = next(c.case for c in studio.cases if c.case is not None and c.dims == dims)
-    data = {"name": f"studio-{studio.root.name}", "modality": "unknown", "dims": dims,
-            "images": os.path.relpath(images, final), "masks": "labels",
-            "mask_layout": "nifti" if dims == "3d" else "index",
+    data = {"name": f"studio-{studio.root.name}", "modality": "unknown", "dims": dims, "images": "images",
+            "masks": "labels", "mask_layout": "nifti" if dims == "3d" else "index",
             "classes": [{"name": n, "value": v} for v, n in enumerate(studio.classes, start=1)]}
     if dims == "3d":
         data.update(slice_axis=first.slice_axis, intensity=first.intensity)
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def _link_images(folder: Path, images: list[Path]) -> None:
+    """`folder` holds exactly one relative symlink per labelled image (a dataset of the labelled
+    cases only, without copying them): a stale or unlabelled one is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {image.name: image for image in images}
+    for entry in folder.iterdir():
+        if entry.is_symlink() and entry.name not in wanted:
+            entry.unlink()
+    for name, image in wanted.items():
+        link = folder / name
+        target = os.path.relpath(image.resolve(), folder.resolve())
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        try:
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=image.is_dir())
+        except OSError as exc:
+            raise UserError(f"cannot link the exported dataset's images ({exc.strerror})", link) from None
+
+
+def _remove_stale(folder: Path, keep: list[str]) -> None:
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.is_file() and entry.name not in keep:
+                entry.unlink()
+
+
 def export(studio) -> dict:
-    """Write STATE/export/: labels/, predictions/, dataset.yaml (staged: complete or absent)."""
+    """Write STATE/export/: labels/ and predictions/ (staged: complete or absent), images/ (links to
+    the labelled images), then dataset.yaml, last."""
     from samadapt.data.io import file_stem
-    from samadapt.engine.atomic import staged_dir
+    from samadapt.engine.atomic import atomic_write_text, staged_dir
 
     labelled = [c for c in studio.cases if c.case is not None and studio.edits(c.id).labelled_slices]
     if not labelled:
@@ -89,9 +116,8 @@ def export(studio) -> dict:
     if len(kinds) > 1:
         raise UserError("labels on both 2D images and volumes: a dataset holds one kind; export needs one")
     dims = kinds.pop()
-    folders = {c.case.image.parent for c in labelled}
-    if len(folders) > 1:
-        raise UserError("labelled images lie in several folders; a dataset description names one")
+    if len({c.case.image.name for c in labelled}) < len(labelled):
+        raise UserError("two labelled images share a file name; a dataset folder holds one of each")
     final = studio.state_dir / EXPORT_DIR
     written = {"labels": [], "predictions": []}
     with staged_dir(final) as stage:
@@ -105,5 +131,8 @@ def export(studio) -> dict:
                 name = f"{file_stem(item.case.image)}_mask{label_suffix(dims)}"
                 _write_case_labels(stage / "predictions" / name, item.case, stack)
                 written["predictions"].append(f"predictions/{name}")
-        (stage / "dataset.yaml").write_text(_description(studio, dims, folders.pop(), stage, final))
+    for part in ("labels", "predictions"):
+        _remove_stale(final / part, [Path(p).name for p in written[part]])
+    _link_images(final / "images", [c.case.image for c in labelled])
+    atomic_write_text(final / "dataset.yaml", _description(studio, dims))
     return {"folder": str(final), "dataset": str(final / "dataset.yaml"), **written}

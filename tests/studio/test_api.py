@@ -183,3 +183,68 @@ def test_edits_keep_a_version_conflicts_are_refused_and_everything_comes_back(fo
     # the other planes show the same labels
     coronal = reopened.get("/api/cases/phantom/labels/edits", params={"plane": "coronal", "index": 20})  # display rows 8..15 = y 16..23
     assert coronal.headers["X-Rows"] == "12" and np.frombuffer(coronal.content, np.uint8).any()
+
+
+def test_a_dataset_folder_shows_its_reference_labels(tmp_path):
+    from samadapt.data.phantoms import generate_phantoms
+
+    description = generate_phantoms(tmp_path / "data", n=2, size=32, kind="anatomy", dims="3d", depth=8)
+    client, studio = client_for(description.parent)
+    client.headers["X-Studio-Token"] = TOKEN
+    listing = client.get("/api/cases").json()
+    assert listing["classes"] == studio.classes and len(studio.classes) >= 1
+    case = listing["cases"][0]
+    assert case["labelled"] and client.get(f"/api/cases/{case['id']}").json()["has_reference"]
+    reference = client.get(f"/api/cases/{case['id']}/labels/reference", params={"index": 4})
+    assert reference.status_code == 200 and np.frombuffer(reference.content, np.uint8).max() >= 1
+
+
+def _check_dataset(path: Path) -> None:
+    from samadapt.data.check import check_dataset
+    from samadapt.data.dataset import load_dataset
+
+    report = check_dataset(load_dataset(path))
+    assert not report.errors, [str(e) for e in report.errors]
+
+
+def test_the_export_of_a_volume_is_a_dataset_in_the_input_geometry(tmp_path):
+    import nibabel as nib
+
+    from conftest import write_folder
+
+    folder = write_folder(tmp_path / "clean")
+    (folder / "broken.nii.gz").unlink()
+    client, _ = client_for(folder)
+    client.headers["X-Studio-Token"] = TOKEN
+    labels = np.zeros((32, 32), dtype=np.uint8)
+    labels[8:16, 4:20] = 1
+    client.put("/api/cases/phantom/edits?index=3&version=0", content=labels.tobytes())
+    result = client.post("/api/export").json()
+    assert result["labels"] == ["labels/phantom.nii.gz"] and result["predictions"] == []
+    exported = nib.load(folder / ".samadapt-studio" / "export" / "labels" / "phantom.nii.gz")
+    source = nib.load(folder / "phantom.nii.gz")
+    assert exported.shape == source.shape and np.allclose(exported.affine, source.affine)
+    assert int(np.asarray(exported.dataobj).sum()) == int(labels.sum())
+    _check_dataset(Path(result["dataset"]))
+
+
+def test_2d_images_are_edited_and_exported_as_index_pngs(tmp_path):
+    from samadapt.data.io import read_image, write_image_png
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        write_image_png(folder / name, rng.integers(0, 255, (24, 40, 3), dtype=np.uint8))
+    client, _ = client_for(folder, classes="lesion,vessel")
+    client.headers["X-Studio-Token"] = TOKEN
+    info = client.get("/api/cases/a").json()
+    assert info["display_hw"] == [24, 40] and info["planes"] == {"axial": 1}
+    assert client.get("/api/cases/a/image", params={"plane": "coronal"}).status_code == 400
+    labels = np.zeros((24, 40), dtype=np.uint8)
+    labels[2:6, 3:30], labels[10:20, 5:9] = 1, 2
+    assert client.put("/api/cases/a/edits?index=0&version=0", content=labels.tobytes()).status_code == 200
+    result = client.post("/api/export").json()
+    export = folder / ".samadapt-studio" / "export"
+    assert np.array_equal(read_image(export / "labels" / "a.png", keep_indices=True), labels)
+    _check_dataset(Path(result["dataset"]))

@@ -93,7 +93,7 @@ def test_a_session_in_the_browser(browser, folder, request):
         page.wait_for_function("document.querySelector('#export-status').dataset.status === 'done'")
         export = folder / ".samadapt-studio" / "export"
         assert (export / "dataset.yaml").is_file() and (export / "labels" / "phantom.nii.gz").is_file()
-        assert (export / "predictions" / "phantom_mask.nii.gz").is_file()
+        assert (export / "predictions" / "phantom_mask.nii.gz").is_file() and (export / "images" / "phantom.nii.gz").is_symlink()
 
         page.reload()  # the edits are kept
         page.wait_for_function("document.querySelector('#status').dataset.state === 'ready'")
