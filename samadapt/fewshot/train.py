@@ -162,10 +162,13 @@ def _select(features, index: torch.Tensor):
 
 def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_dir: str | Path,
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
-                  dataset_name: str = "", progress: bool = True, resume: bool = False, callbacks=()) -> dict:
+                  dataset_name: str = "", progress: bool = True, resume: bool = False, callbacks=(),
+                  model=None) -> dict:
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary.
 
-    `callbacks`: `samadapt.engine.callbacks.Callback`s the trainer calls (live progress in the studio)."""
+    `callbacks`: `samadapt.engine.callbacks.Callback`s the trainer calls (live progress in the studio).
+    `model`: the cache's frozen model, already built (`build_frozen_model` with the cache's weights),
+    to train in place instead of building it again (building takes seconds on a CPU)."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
@@ -179,7 +182,10 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     items, pool_size = select_shots(support_cases, classes, config.shots, config.seed)
     support = load_support(items, classes, cache)
     identity = cache.identity
-    sam = build_frozen_model(identity.name, weights, identity.image_size)
+    if model is not None and (model.name, model.image_size) != (identity.name, identity.image_size):
+        raise ValueError(f"model {model.name} at {model.image_size} px is not the cache's "
+                         f"{identity.name} at {identity.image_size} px")
+    sam = model if model is not None else build_frozen_model(identity.name, weights, identity.image_size)
     segmenter = FewShotSegmenter(sam)
     with torch.no_grad():
         support.positions = sam.dense_positional_encoding(1)[0].detach().clone()

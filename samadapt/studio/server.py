@@ -119,6 +119,7 @@ def serve(studio, host: str, port: int) -> None:
     config = uvicorn.Config(app, log_level="debug" if studio.debug else "warning", access_log=False,
                             timeout_graceful_shutdown=2, lifespan="off")
     server = uvicorn.Server(config)
+    studio.warm_up()
     interrupted = False
     try:
         server.run(sockets=[sock])

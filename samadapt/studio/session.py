@@ -35,6 +35,25 @@ class Studio:
         self.prompter = SlicePrompter(config.model, weights, config.image_size, config.features_per_case)
         self.trainer = Trainer(self, debug)
 
+    def warm_up(self) -> threading.Thread:
+        """Import torch and the training code and build the prompt model in the background, so
+        the first click and the first training round do not wait for them (seconds each on a CPU)."""
+        def work():
+            try:
+                from samadapt.fewshot.config import FewShotConfig
+                from samadapt.finetune.losses import parse_loss
+
+                parse_loss(FewShotConfig.loss)  # imports MONAI: the slowest import of a training round
+                self.prompter.model
+            except Exception as exc:  # the first click or round reports the same problem to the page
+                if self.debug:
+                    raise
+                print(f"samadapt studio: warm-up stopped: {exc}", flush=True)
+
+        thread = threading.Thread(target=work, daemon=True, name="studio-warm-up")
+        thread.start()
+        return thread
+
     # ------------------------------------------------------------------ cases
     def case(self, case_id: str) -> StudioCase:
         found = self._by_id.get(case_id)

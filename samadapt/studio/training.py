@@ -9,6 +9,7 @@ runs), and predict from the cached features with the run's stored prototypes.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import traceback
@@ -114,15 +115,18 @@ class Trainer:
         config = FewShotConfig(shots=plan.shots, epochs=epochs, seed=0, batch_size=min(4, plan.shots))
         run_dir = work / f"round-{round_number:04d}" / "run"
         self.state.update(phase="training", done=0, total=epochs, message="")
+        # A copy of the prompting model (building one takes seconds): training changes its mask
+        # decoder, and the clicks keep SAM2's own.
+        model = copy.deepcopy(studio.prompter.model)
         train_fewshot(support, studio.classes, work / "cache", run_dir, config, progress=False,
-                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio")
-        return self._predict_all(run_dir, work / "cache", targets)
+                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio", model=model)
+        return self._predict_all(run_dir, work / "cache", targets, model)
 
-    def _predict_all(self, run_dir: Path, cache_dir: Path, targets) -> int:
+    def _predict_all(self, run_dir: Path, cache_dir: Path, targets, model) -> int:
         from samadapt.fewshot.cache import FeatureCache
         from samadapt.fewshot.predict import load_fewshot_run
 
-        run, cache = load_fewshot_run(run_dir), FeatureCache(cache_dir)
+        run, cache = load_fewshot_run(run_dir, model=model), FeatureCache(cache_dir)
         total = sum(self.studio.image(c.id).slices for c in targets)
         self.state.update(phase="predicting", done=0, total=total, message="")
         done = 0
