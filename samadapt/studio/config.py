@@ -4,6 +4,7 @@ torch, no web framework): the command module reads the defaults at start-up."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from samadapt.errors import UserError
 from samadapt.fewshot.config import CacheSettings
@@ -12,6 +13,10 @@ from samadapt.options import check_at_least, flag
 # Where the studio keeps its state inside FOLDER (edits and their history, caches, runs, exports).
 STATE_DIR = ".samadapt-studio"
 LOCAL_HOST = "127.0.0.1"
+# How a request carries the access token besides the `token` query parameter (see server.py).
+TOKEN_HEADER = "X-Studio-Token"
+TOKEN_COOKIE = "samadapt_studio_token"
+ASSETS = Path(__file__).parent / "assets"  # the page, shipped as package data
 
 
 @dataclass(frozen=True)

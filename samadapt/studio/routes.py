@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from samadapt.errors import UserError
 from samadapt.studio.paths import confined
-from samadapt.studio.server import ASSETS, TOKEN_COOKIE
+from samadapt.studio.config import ASSETS, TOKEN_COOKIE
 
 LAYERS = ("edits", "prediction", "reference")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",

@@ -15,13 +15,10 @@ import secrets
 import socket
 import sys
 import traceback
-from pathlib import Path
 
 from samadapt.errors import UserError
+from samadapt.studio.config import TOKEN_COOKIE, TOKEN_HEADER
 
-TOKEN_HEADER = "X-Studio-Token"
-TOKEN_COOKIE = "samadapt_studio_token"
-ASSETS = Path(__file__).parent / "assets"
 log = logging.getLogger("samadapt.studio")
 
 
