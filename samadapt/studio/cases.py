@@ -104,6 +104,7 @@ class CaseImage:
     case: Case
     stack: np.ndarray
     image2d: np.ndarray | None = field(default=None, repr=False)  # 2D: the image as stored
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm along the stack's axes (2D: pixels)
 
     @property
     def slices(self) -> int:
@@ -117,7 +118,7 @@ class CaseImage:
     def scaled(self) -> np.ndarray:
         from samadapt.data.intensity import scale_volume
 
-        return np.moveaxis(scale_volume(self.case.load_image(), self.case.intensity), self.case.slice_axis, -1)
+        return scale_volume(self.stack, self.case.intensity)  # per-volume scaling: the axis order does not matter
 
     @cached_property
     def window(self) -> tuple[float, float]:
@@ -152,16 +153,33 @@ class CaseImage:
         """A displayed slice of `stack` (the image or a label stack of the same shape)."""
         if plane not in PLANES or (plane != "axial" and self.case.dims != "3d"):
             raise UserError(f"plane {plane!r} is not available for this case")
-        axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+        axis = _PLANE_AXIS[plane]
         if not 0 <= index < stack.shape[axis]:
             raise UserError(f"slice {index} is outside 0..{stack.shape[axis] - 1} of the {plane} plane")
         cut = np.take(stack, index, axis=axis)
         return cut if self.case.dims != "3d" else cut.T[::-1]
 
 
+    def pixel_mm(self, plane: str) -> tuple[float, float]:
+        """(row, column) pixel size of a displayed slice of `plane`: what keeps its aspect true."""
+        if self.case.dims != "3d":
+            return 1.0, 1.0
+        kept = [a for a in range(3) if a != _PLANE_AXIS[plane]]  # the cut's axes; displayed transposed
+        return self.spacing[kept[1]], self.spacing[kept[0]]
+
+
+_PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
 def load_case_image(case: Case) -> CaseImage:
-    image = case.load_image()
     if case.dims == "3d":
-        return CaseImage(case, np.moveaxis(np.asarray(image, dtype=np.float32), case.slice_axis, -1))
+        from samadapt.data.volumes import read_volume
+
+        volume = read_volume(case.image)
+        order = [a for a in range(3) if a != case.slice_axis] + [case.slice_axis]
+        spacing = tuple(float(volume.spacing[a]) for a in order)
+        return CaseImage(case, np.moveaxis(np.asarray(volume.data, dtype=np.float32), case.slice_axis, -1),
+                         spacing=spacing)
+    image = case.load_image()
     grey = image.astype(np.float32) if image.ndim == 2 else image[..., :3].astype(np.float32).mean(axis=-1)
     return CaseImage(case, grey[:, :, None], image)

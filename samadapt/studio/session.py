@@ -105,6 +105,7 @@ class Studio:
         if item.dims == "3d":
             planes.update(coronal=image.stack.shape[1], sagittal=image.stack.shape[0])
         return {**item.summary(), "planes": planes, "window": list(image.window), "version": edits.version,
+                "pixel_mm": {plane: list(image.pixel_mm(plane)) for plane in planes},
                 "labelled_slices": edits.labelled_slices, "display_hw": list(image.display_hw()),
                 "has_reference": bool(item.case.labeled),
                 "has_prediction": self.predictions.get(item.key) is not None}

@@ -177,6 +177,7 @@ def test_edits_keep_a_version_conflicts_are_refused_and_everything_comes_back(fo
     reopened.headers["X-Studio-Token"] = TOKEN
     info = reopened.get("/api/cases/phantom").json()
     assert info["version"] == 2 and info["labelled_slices"] == [3, 5]
+    assert info["pixel_mm"] == {"axial": [1.5, 1.5], "coronal": [3.0, 1.5], "sagittal": [3.0, 1.5]}  # the affine's
     back = reopened.get("/api/cases/phantom/labels/edits", params={"index": 3})
     assert np.array_equal(np.frombuffer(back.content, np.uint8).reshape(32, 32), labels)
     assert back.headers["X-Version"] == "2"

@@ -88,6 +88,10 @@ def test_a_session_in_the_browser(browser, folder, request):
         if os.environ.get("SAMADAPT_STUDIO_SCREENSHOTS"):  # refreshes docs/img/studio.png
             DOCS_IMG.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(DOCS_IMG / "studio.png"))
+            page.select_option("#plane", "coronal")
+            page.wait_for_function("window.studioState.plane === 'coronal' && "
+                                   "document.querySelector('#status').dataset.state === 'ready'")
+            page.screenshot(path=str(DOCS_IMG / "studio-coronal.png"))
 
         page.click("#export")
         page.wait_for_function("document.querySelector('#export-status').dataset.status === 'done'")

@@ -7,7 +7,7 @@ const COLOURS = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 1
 const S = {
   cases: [], classes: [], caseId: null, info: null, plane: "axial", index: 0, rows: 0, cols: 0,
   image: null, layers: {edits: null, prediction: null, reference: null}, candidate: null, points: [], box: null,
-  version: 0, history: {}, zoom: 1, panX: 0, panY: 0, tool: "brush", cls: 1, wl: [0, 1], range: [0, 1],
+  version: 0, history: {}, zoom: 1, aspect: 1, panX: 0, panY: 0, tool: "brush", cls: 1, wl: [0, 1], range: [0, 1],
   saving: Promise.resolve(), lastPromptSeconds: null, polygon: [],
 };
 window.studioState = S;  // read by the browser tests
@@ -94,6 +94,7 @@ async function loadSlice(fit = false) {
   }));
   if (wanted !== [S.caseId, S.plane, S.index].join("/")) return;  // a newer request took over
   S.image = image.data; S.rows = image.rows; S.cols = image.cols;
+  const [rowMm, colMm] = S.info.pixel_mm[S.plane]; S.aspect = rowMm / colMm;  // true proportions
   for (const layer in layers) S.layers[layer] = layers[layer] ? layers[layer].data : null;
   if (layers.edits && layers.edits.version !== null) S.version = +layers.edits.version;
   S.candidate = null; S.points = []; S.box = null; S.polygon = []; $("accept").disabled = true;
@@ -106,8 +107,8 @@ async function loadSlice(fit = false) {
 // ---------------------------------------------------------------------------------- drawing
 function fitView() {
   const w = canvas.clientWidth, h = canvas.clientHeight;
-  S.zoom = Math.min(w / S.cols, h / S.rows) * 0.95;
-  S.panX = (w - S.cols * S.zoom) / 2; S.panY = (h - S.rows * S.zoom) / 2;
+  S.zoom = Math.min(w / S.cols, h / (S.rows * S.aspect)) * 0.95;
+  S.panX = (w - S.cols * S.zoom) / 2; S.panY = (h - S.rows * S.aspect * S.zoom) / 2;
 }
 function sliceCanvas() {
   const off = document.createElement("canvas"); off.width = S.cols; off.height = S.rows;
@@ -133,24 +134,25 @@ function draw() {
   ctx.fillStyle = "#111"; ctx.fillRect(0, 0, w, h);
   if (!S.image) return;
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(sliceCanvas(), S.panX, S.panY, S.cols * S.zoom, S.rows * S.zoom);
+  const ry = S.zoom * S.aspect;  // screen pixels per image row
+  ctx.drawImage(sliceCanvas(), S.panX, S.panY, S.cols * S.zoom, S.rows * ry);
   for (const [row, col, label] of S.points) {
     ctx.fillStyle = label ? "#3f3" : "#f33";
-    ctx.beginPath(); ctx.arc(S.panX + col * S.zoom, S.panY + row * S.zoom, 5, 0, 2 * Math.PI); ctx.fill();
+    ctx.beginPath(); ctx.arc(S.panX + col * S.zoom, S.panY + row * ry, 5, 0, 2 * Math.PI); ctx.fill();
   }
   if (S.polygon.length) {
     ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.beginPath();
-    S.polygon.forEach(([row, col], i) => ctx[i ? "lineTo" : "moveTo"](S.panX + col * S.zoom, S.panY + row * S.zoom));
+    S.polygon.forEach(([row, col], i) => ctx[i ? "lineTo" : "moveTo"](S.panX + col * S.zoom, S.panY + row * ry));
     ctx.stroke();
   }
   if (S.box) {
     const [r0, c0, r1, c1] = S.box; ctx.strokeStyle = "#ff3"; ctx.lineWidth = 2;
-    ctx.strokeRect(S.panX + c0 * S.zoom, S.panY + r0 * S.zoom, (c1 - c0) * S.zoom, (r1 - r0) * S.zoom);
+    ctx.strokeRect(S.panX + c0 * S.zoom, S.panY + r0 * ry, (c1 - c0) * S.zoom, (r1 - r0) * ry);
   }
 }
 function toImage(event) {
   const rect = canvas.getBoundingClientRect();
-  return [(event.clientY - rect.top - S.panY) / S.zoom, (event.clientX - rect.left - S.panX) / S.zoom];
+  return [(event.clientY - rect.top - S.panY) / (S.zoom * S.aspect), (event.clientX - rect.left - S.panX) / S.zoom];
 }
 
 // ---------------------------------------------------------------------------------- editing
