@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "samadapt.fewshot.commands",
     "samadapt.baselines.commands",
     "samadapt.export.commands",
+    "samadapt.studio.commands",
 )
 
 

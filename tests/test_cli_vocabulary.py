@@ -32,6 +32,7 @@ EXPECTED = {
     "fewshot evaluate": {"splits", "part"},
     "fewshot baseline": {"splits", "part", "init"},
     "baseline nnunet": {"splits", "part"},
+    "studio": {"init"},
 }
 
 

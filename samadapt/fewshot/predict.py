@@ -45,22 +45,32 @@ class FewShotRun:
         return str(self.config.get("intensity") or DEFAULT_INTENSITY)
 
 
-def load_fewshot_run(run_dir: str | Path) -> FewShotRun:
-    """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`."""
+def load_fewshot_run(run_dir: str | Path, model=None) -> FewShotRun:
+    """Rebuild the segmenter and its stored prototypes from `RUN_DIR/model`.
+
+    `model`: the run's own model, still in memory (the one `train_fewshot` just trained): only the
+    prompter and the prototypes are read, and the model is not built again."""
     from samadapt.modeling.loading import load_model_folder
 
     run_dir = Path(run_dir)
     folder = run_dir / RUN_MODEL_DIR
     if not folder.is_dir():
         raise UserError(f"not a few-shot run (no {RUN_MODEL_DIR}/ folder); train one with `samadapt fewshot train`", run_dir)
-    saved = load_model_folder(folder)
-    config = saved.extra_config.get("fewshot")
-    extra = saved.extra_tensors
+    if model is None:
+        saved = load_model_folder(folder)
+        sam, config, extra = saved.model, saved.extra_config.get("fewshot"), saved.extra_tensors
+    else:
+        from samadapt.modeling.model_folder import EXTRA_FILE, read_metadata, verified_file
+        from samadapt.modeling.weight_files import read_safetensors
+
+        meta = read_metadata(folder)
+        sam, config = model, meta.get("extra_config", {}).get("fewshot")
+        extra = read_safetensors(verified_file(folder, meta, EXTRA_FILE)) if EXTRA_FILE in meta["files"] else {}
     if config is None or "prototypes.foreground" not in extra:
         raise UserError("checkpoint holds no few-shot prototypes", folder)
-    prompter = PrototypePrompter(saved.model.feature_dim)
+    prompter = PrototypePrompter(sam.feature_dim)
     prompter.load_state_dict({k.removeprefix("prompter."): v for k, v in extra.items() if k.startswith("prompter.")})
-    segmenter = FewShotSegmenter(saved.model.eval(), prompter).eval()
+    segmenter = FewShotSegmenter(sam.eval(), prompter).eval()
     prototypes = SupportPrototypes.from_tensors(extra)
     return FewShotRun(segmenter, prototypes, list(config["classes"]), config)
 

@@ -163,10 +163,13 @@ def _select(features, index: torch.Tensor):
 def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_dir: str | Path,
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
                   dataset_name: str = "", progress: bool = True, resume: bool = False,
-                  inputs: dict | None = None) -> dict:
+                  inputs: dict | None = None, callbacks=(), model=None) -> dict:
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary.
 
-    inputs: the content of the inputs (`engine.provenance.input_hashes`), recorded in the run."""
+    `inputs`: the content of the inputs (`engine.provenance.input_hashes`), recorded in the run.
+    `callbacks`: `samadapt.engine.callbacks.Callback`s the trainer calls (live progress in the studio).
+    `model`: the cache's frozen model, already built (`build_frozen_model` with the cache's weights),
+    to train in place instead of building it again (building takes seconds on a CPU)."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
@@ -180,7 +183,10 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     items, pool_size = select_shots(support_cases, classes, config.shots, config.seed)
     support = load_support(items, classes, cache)
     identity = cache.identity
-    sam = build_frozen_model(identity.name, weights, identity.image_size)
+    if model is not None and (model.name, model.image_size) != (identity.name, identity.image_size):
+        raise ValueError(f"model {model.name} at {model.image_size} px is not the cache's "
+                         f"{identity.name} at {identity.image_size} px")
+    sam = model if model is not None else build_frozen_model(identity.name, weights, identity.image_size)
     segmenter = FewShotSegmenter(sam)
     with torch.no_grad():
         support.positions = sam.dense_positional_encoding(1)[0].detach().clone()
@@ -194,7 +200,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
                           grad_clip=config.grad_clip or None, seed=config.seed),
         checkpoints=Checkpoints(every_steps=None, keep_last=1, resume=resume, meta=meta),
-        reporting=Reporting(progress=progress, tensorboard=False, handle_signals=progress),
+        reporting=Reporting(progress=progress, tensorboard=False, callbacks=tuple(callbacks), handle_signals=progress),
         ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute
     # (prompt encoder, positional encoding) must be on the same device.

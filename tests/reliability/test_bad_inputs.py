@@ -279,6 +279,12 @@ CASES = [
          "--configuration 3d_fullres --image-size 64", "--image-size applies to 2D datasets"),
     Case("nnunet-fold-outside-splits", "baseline nnunet --data anat2d --splits anat2d/splits.json --out out "
          "--fold 3", "fold 3 does not exist"),
+    # ---------------------------------------------------------------- studio (fails before serving)
+    Case("studio-missing-folder", "studio bad/nothing", "bad/nothing: studio folder not found"),
+    Case("studio-folder-is-a-file", "studio bad/ok.png", "bad/ok.png: not a folder"),
+    Case("studio-port-out-of-range", "studio bad/empty_dir --port 70000",
+         "--port 70000: must be a port number in 0..65535"),
+    Case("studio-mae-init", "studio bad/empty_dir --init mae:fa", "mae:fa"),
 ]
 
 # ---------------------------------------------------------------- whole-class checks (issue 16)

@@ -1,0 +1,156 @@
+"""The retrain loop: the user's labelled slices become few-shot shots, the decoder trains in a
+background thread, then every slice of every case of the same kind is predicted.
+
+One round: write the edits as label files next to the studio state (the layout `samadapt fewshot`
+reads), cache the encoder features of every slice once (`samadapt.fewshot.cache.build_cache`;
+later rounds reuse them), train with `samadapt.fewshot.train.train_fewshot` (the encoder never
+runs), and predict from the cached features with the run's stored prototypes.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from samadapt.errors import UserError
+
+
+class JobState:
+    """What the browser sees of the training job (polled or streamed as server-sent events)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.serial = 0
+        self.value = {"status": "idle", "phase": "", "done": 0, "total": 0, "message": "", "round": 0}
+
+    def update(self, **fields) -> None:
+        with self.changed:
+            self.value = {**self.value, **fields}
+            self.serial += 1
+            self.changed.notify_all()
+
+    def snapshot(self) -> tuple[int, dict]:
+        with self.lock:
+            return self.serial, dict(self.value)
+
+    def wait_change(self, serial: int, timeout: float) -> tuple[int, dict]:
+        with self.changed:
+            self.changed.wait_for(lambda: self.serial != serial, timeout=timeout)
+            return self.serial, dict(self.value)
+
+
+def epoch_progress(state: JobState, epochs: int):
+    """A trainer callback that reports each finished epoch (torch is imported only when training)."""
+    from samadapt.engine.callbacks import Callback
+
+    class EpochProgress(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics) -> None:
+            loss = metrics.get("loss")
+            state.update(phase="training", done=epoch + 1, total=epochs,
+                         message=f"epoch {epoch + 1}/{epochs}" + (f", loss {loss:.3f}" if loss is not None else ""))
+
+    return EpochProgress()
+
+
+class Trainer:
+    """Runs one training round at a time for a `samadapt.studio.session.Studio`."""
+
+    def __init__(self, studio, debug: bool = False):
+        self.studio, self.debug = studio, debug
+        self.state = JobState()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, epochs: int) -> None:
+        if self.running:
+            raise UserError("training is already running")
+        plan = self.studio.training_plan()  # bad state (no labels) answers the request, not the thread
+        round_number = self.state.snapshot()[1]["round"] + 1
+        self.state.update(status="running", phase="preparing", done=0, total=0, message="", round=round_number)
+        self._thread = threading.Thread(target=self._run, args=(plan, epochs, round_number), daemon=True,
+                                        name="studio-training")
+        self._thread.start()
+
+    def _run(self, plan, epochs: int, round_number: int) -> None:
+        import torch
+
+        started = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                predicted = self._round(plan, epochs, round_number)
+            self.state.update(status="done", phase="done", message=f"predicted {predicted} slices in "
+                              f"{time.perf_counter() - started:.1f} s")
+        except UserError as exc:
+            self.state.update(status="failed", phase="failed", message=str(exc))
+        except Exception as exc:  # a bug: one line for the browser, the traceback only with --debug
+            if self.debug:
+                traceback.print_exc()
+            self.state.update(status="failed", phase="failed", message=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _round(self, plan, epochs: int, round_number: int) -> int:
+        from samadapt.fewshot.cache import build_cache
+        from samadapt.fewshot.config import FewShotConfig
+        from samadapt.fewshot.items import case_items
+        from samadapt.fewshot.train import train_fewshot
+
+        studio = self.studio
+        work = studio.state_dir / "work"
+        support = studio.write_training_labels(plan, work / f"round-{round_number:04d}" / "labels")
+        targets = [c.case for c in studio.cases if c.case is not None and c.dims == plan.dims]
+        total = sum(len(case_items(c)) for c in targets)
+        counter = iter(range(1, total + 1))
+        self.state.update(phase="caching", total=total)
+        build_cache(targets, work / "cache", studio.config.model, studio.weights, studio.config.image_size,
+                    model=studio.prompter.model,
+                    on_item=lambda *_: self.state.update(done=next(counter), message="encoding slices"))
+        config = FewShotConfig(shots=plan.shots, epochs=epochs, seed=0, batch_size=min(4, plan.shots))
+        run_dir = work / f"round-{round_number:04d}" / "run"
+        self.state.update(phase="training", done=0, total=epochs, message="")
+        # A copy of the prompting model (building one takes seconds): training changes its mask
+        # decoder, and the clicks keep SAM2's own.
+        model = copy.deepcopy(studio.prompter.model)
+        train_fewshot(support, studio.classes, work / "cache", run_dir, config, progress=False,
+                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio", model=model)
+        return self._predict_all(run_dir, work / "cache", targets, model)
+
+    def _predict_all(self, run_dir: Path, cache_dir: Path, targets, model) -> int:
+        from samadapt.fewshot.cache import FeatureCache
+        from samadapt.fewshot.predict import load_fewshot_run
+
+        run, cache = load_fewshot_run(run_dir, model=model), FeatureCache(cache_dir)
+        total = sum(self.studio.image(c.id).slices for c in targets)
+        self.state.update(phase="predicting", done=0, total=total, message="")
+        done = 0
+        for case in targets:
+            image = self.studio.image(case.id)
+            stack = np.zeros(image.stack.shape, dtype=np.uint8)
+            for index in range(image.slices):
+                item_id = case.id if case.dims != "3d" else f"{case.id}:z{index:03d}"
+                stack[:, :, index] = predict_cached(run, cache, item_id)
+                done += 1
+                self.state.update(done=done)
+            self.studio.predictions.put(self.studio.case(case.id).key, stack)
+        return done
+
+
+def predict_cached(run, cache, item_id: str) -> np.ndarray:
+    """(H, W) uint8 labels of one cached item with a few-shot run (the decoder only)."""
+    import torch
+
+    from samadapt.data.preprocess import Letterbox, restore_logits
+    from samadapt.modeling.fewshot_segmenter import labels_from_logits
+
+    entry = cache.entry(item_id)
+    box = Letterbox(tuple(entry["original_hw"]), tuple(entry["resized_hw"]), cache.identity.image_size)
+    with torch.inference_mode():
+        logits = run.segmenter(cache.load(item_id), run.prototypes)  # (1, C, S/4, S/4)
+        return labels_from_logits(restore_logits(logits[0], box)).to(torch.uint8).numpy()
