@@ -100,7 +100,7 @@ def test_an_upload_through_a_symlink_out_is_refused(client, folder, tmp_path):
 
 
 def test_a_symlinked_file_out_of_the_folder_is_listed_not_read(tmp_path):
-    from conftest import write_folder
+    from .conftest import write_folder
 
     other = write_folder(tmp_path / "other")
     root = tmp_path / "root"
@@ -211,7 +211,7 @@ def _check_dataset(path: Path) -> None:
 def test_the_export_of_a_volume_is_a_dataset_in_the_input_geometry(tmp_path):
     import nibabel as nib
 
-    from conftest import write_folder
+    from .conftest import write_folder
 
     folder = write_folder(tmp_path / "clean")
     (folder / "broken.nii.gz").unlink()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server_process import start_studio
+from .server_process import start_studio
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 

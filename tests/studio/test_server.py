@@ -7,7 +7,7 @@ import signal
 
 import numpy as np
 
-from server_process import start_studio
+from .server_process import start_studio
 
 
 def test_the_server_keeps_edits_through_kill_9_and_stops_on_ctrl_c(folder):
