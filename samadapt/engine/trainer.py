@@ -77,6 +77,7 @@ class Trainer(ResumableState):
         self.grad_clip, self.accumulate_steps = schedule.grad_clip, schedule.accumulate_steps
         self.validate_every_steps, self.checkpoint_every_steps = validation.every_steps, checkpoints.every_steps
         self.keep_last, self.resume = checkpoints.keep_last, checkpoints.resume
+        self.checkpoint_every_epochs = max(1, checkpoints.every_epochs)
         self.trainable_only = checkpoints.trainable_only
         self.resume_may_differ = tuple(checkpoints.may_differ)
         progress = reporting.progress
@@ -232,7 +233,8 @@ class Trainer(ResumableState):
             callback.on_epoch_end(self, self.epoch, {**epoch_metrics, **self.last_validation})
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self._epoch_sums, self._epoch_images = {}, 0
-        self.save_checkpoint()
+        if self.epoch % self.checkpoint_every_epochs == 0:  # fit() saves the last epoch in any case
+            self.save_checkpoint()
         return status
 
     def _optimizer_step(self, batches, group: int) -> tuple[dict[str, float], int]:

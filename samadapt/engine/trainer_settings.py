@@ -81,14 +81,15 @@ class Validation:
 
 @dataclass
 class Checkpoints:
-    """Training state is saved at the end of every epoch, every `every_steps` steps and when a run
-    stops; the `keep_last` newest are kept. `meta` (the run's configuration) is stored in every
+    """Training state is saved at the end of every `every_epochs`-th epoch, every `every_steps` steps
+    and when a run stops; the `keep_last` newest are kept. `meta` (the run's configuration) is stored in every
     checkpoint, and resuming with a different one is refused except for the keys in `may_differ`.
     `trainable_only`: the model part of a checkpoint holds only the parameters that train (LoRA
     adapters and heads: a few MB instead of the whole network); the frozen rest is rebuilt by the
     caller exactly as at the start (same weights file or seed) before resuming."""
 
     every_steps: int | None = None
+    every_epochs: int = 1
     keep_last: int = 3
     resume: bool = False
     meta: Mapping | None = None

@@ -40,6 +40,10 @@ from samadapt.modeling.fewshot_segmenter import FewShotSegmenter
 RUN_MODEL_DIR = "model"
 SUPPORT_FILE = "support.json"
 SUMMARY_FILE = "summary.json"
+# An epoch on cached features is a few steps, and the state it would save (decoder, prompter and their
+# optimiser, ~50 MB for Hiera-T) costs about as much to write as the epoch costs to train; a resume
+# repeats at most this many epochs instead.
+CHECKPOINT_EVERY_EPOCHS = 10
 
 
 @dataclass
@@ -199,7 +203,8 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         TrainData(list(range(len(items))), batch_size=min(config.batch_size, len(items))), run_dir=run_dir,
         schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
                           grad_clip=config.grad_clip or None, seed=config.seed),
-        checkpoints=Checkpoints(every_steps=None, keep_last=1, resume=resume, meta=meta),
+        checkpoints=Checkpoints(every_steps=None, every_epochs=CHECKPOINT_EVERY_EPOCHS, keep_last=1, resume=resume,
+                                meta=meta),
         reporting=Reporting(progress=progress, tensorboard=False, callbacks=tuple(callbacks), handle_signals=progress),
         ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient
     # The trainer moved the segmenter's modules; the frozen model it holds as a plain attribute

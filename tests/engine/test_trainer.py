@@ -158,3 +158,13 @@ def test_bf16_autocast_reaches_the_step_function(tmp_path):
 
     _trainer(tmp_path, step_fn=step, schedule=Schedule(precision="bf16")).fit(1)
     assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_checkpoints_every_n_epochs_and_always_the_last(tmp_path):
+    trainer = _trainer(tmp_path, checkpoints=Checkpoints(every_epochs=2, keep_last=10))
+    saved = []
+    real = trainer.save_checkpoint
+    trainer.save_checkpoint = lambda: saved.append(trainer.epoch) or real()
+    trainer.fit(5)
+    assert saved == [2, 4, 5]  # epochs completed at each save; the 5th saved by fit's end
+    assert len(list((tmp_path / "checkpoints").glob("ckpt-*.pt"))) == 3
