@@ -68,6 +68,25 @@ def _methods(args, run, memory, dataset_path):
     }
 
 
+def _share_decoder_pass(run) -> None:
+    """Run the few-shot decoder once per volume, not once per method: slice-wise prediction and the
+    confident seeds read the same logits (the fast encoder gives the plain one's features within
+    1e-4; `fewshot predict` itself runs the plain encoder)."""
+    import samadapt.fewshot.predict as predict
+    from samadapt.modeling.fast import accelerate
+
+    accelerate(run.segmenter.sam, compile=False, announce=False)
+    compute, memo = predict.restored_logits, {}
+
+    def restored_logits(run, units, batch_size=4):
+        key = (len(units), units[0].tobytes())
+        if memo.get("key") != key:
+            memo.update(key=key, logits=list(compute(run, units, batch_size)))
+        return iter(memo["logits"])
+
+    predict.restored_logits = restored_logits
+
+
 def main() -> None:
     import torch
 
@@ -92,6 +111,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     run = load_fewshot_run(args.run)
     memory = memory_model_for_run(run)
+    _share_decoder_pass(run)
     methods = _methods(args, run, memory, args.data)
     dataset = load_dataset(args.data)
     test_ids = json.loads(args.splits.read_text())["test"]["cases"][: args.limit]
