@@ -68,6 +68,21 @@ def _methods(args, run, memory, dataset_path):
     }
 
 
+def _redrawn_memory(run, seed: int):
+    """The memory model `fewshot predict --propagate` builds for a random run, from another seed."""
+    import torch
+
+    from samadapt.modeling.sam2_video import accelerate_memory_model, build_memory_model
+
+    identity = run.config["cache_model"]
+    if identity.get("weights") is not None:
+        raise SystemExit("--memory-seed applies to runs cached with random weights")
+    torch.manual_seed(seed)
+    memory = build_memory_model(identity["name"], int(identity["image_size"]))
+    memory.hf.vision_encoder.load_state_dict(run.segmenter.sam.hf.vision_encoder.state_dict())
+    return accelerate_memory_model(memory)
+
+
 def _share_decoder_pass(run) -> None:
     """Run the few-shot decoder once per volume, not once per method: slice-wise prediction and the
     confident seeds read the same logits (the fast encoder gives the plain one's features within
@@ -106,11 +121,14 @@ def main() -> None:
     parser.add_argument("--seed-count", type=int, default=3)
     parser.add_argument("--support-count", type=int, default=3)
     parser.add_argument("--key-slices", type=int, nargs="*", default=[1, 3])
+    parser.add_argument("--memory-seed", type=int, default=None,
+                        help="random runs only: draw the memory with this seed instead of the cache's (how much the "
+                             "untrained memory's draw decides)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     run = load_fewshot_run(args.run)
-    memory = memory_model_for_run(run)
+    memory = memory_model_for_run(run) if args.memory_seed is None else _redrawn_memory(run, args.memory_seed)
     _share_decoder_pass(run)
     methods = _methods(args, run, memory, args.data)
     dataset = load_dataset(args.data)
