@@ -9,7 +9,7 @@ Methods, one row each (mean over test volumes and classes):
 - `fewshot`: `samadapt fewshot predict` (slice by slice), with and without --largest-component;
 - `fewshot+propagate confident|support`: `fewshot predict --propagate --seed-slices ...`; and the
   confident seeds with tracking that does not stop where the object score says absent (such slices
-  still come out empty; tracking goes on to the next);
+  still come out empty; tracking goes on to the next; `--keep-tracking-too`);
 - `propagate N labelled`: `samadapt propagate --labels` with N labelled slices of the test volume
   itself (N = 1: the slice with the most labelled voxels; N > 1: labelled slices at evenly spaced
   positions among the volume's labelled slices), through the same memory model.
@@ -42,7 +42,7 @@ def _summarise(name: str, cases: list, classes: list[str]) -> dict:
 
     result = evaluate_cases(cases, None, class_names=classes, overlays=False)
     summary = result.summary
-    row = {"method": name, "volumes": summary["n_cases"],
+    row = {"method": name, "volumes": summary["n_cases"], "per_case": result.rows,
            "dice": summary["mean_over_classes"]["dice"]["mean"],
            "precision": summary["mean_over_classes"]["precision"]["mean"],
            "recall": summary["mean_over_classes"]["recall"]["mean"],
@@ -63,8 +63,9 @@ def _methods(args, run, memory, dataset_path):
             VolumePropagation(memory, PropagationSeeds("confident", args.seed_count)),
         f"fewshot+propagate support (K={args.support_count})":
             VolumePropagation(memory, PropagationSeeds("support", args.support_count), support),
-        f"fewshot+propagate confident (K={args.seed_count}), keep tracking":
-            VolumePropagation(memory, PropagationSeeds("confident", args.seed_count), stop_when_absent=False),
+        **({f"fewshot+propagate confident (K={args.seed_count}), keep tracking":
+            VolumePropagation(memory, PropagationSeeds("confident", args.seed_count), stop_when_absent=False)}
+           if args.keep_tracking_too else {}),
     }
 
 
@@ -107,7 +108,7 @@ def main() -> None:
 
     from samadapt.data.dataset import load_dataset
     from samadapt.data.masks import remap_classes
-    from samadapt.evaluate.report import EvaluationCase
+    from samadapt.evaluate.report import EvaluationCase, json_ready
     from samadapt.fewshot.predict import keep_largest_components, load_fewshot_run, segment_volume
     from samadapt.fewshot.propagate import memory_model_for_run
     from samadapt.inference.propagate_volume import KeyPrompt, read_stack, segment_stack
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--seed-count", type=int, default=3)
     parser.add_argument("--support-count", type=int, default=3)
     parser.add_argument("--key-slices", type=int, nargs="*", default=[1, 3])
+    parser.add_argument("--keep-tracking-too", action="store_true",
+                        help="also the confident seeds with tracking that does not stop where the object is absent")
     parser.add_argument("--memory-seed", type=int, default=None,
                         help="random runs only: draw the memory with this seed instead of the cache's (how much the "
                              "untrained memory's draw decides)")
@@ -164,7 +167,7 @@ def main() -> None:
         rows_file.flush()
         print(f"{case_id}: {time.perf_counter() - started:.1f} s", flush=True)
     table = [_summarise(name, cases_, run.classes) for name, cases_ in scored.items()]
-    (args.out / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(json_ready(table), indent=1) + "\n")
     def shown(value) -> str:
         return "undefined" if value is None else f"{value:.3f}"
 
