@@ -14,7 +14,7 @@ from dataclasses import fields
 import pytest
 
 from samadapt.errors import UserError
-from samadapt.fewshot.config import CacheSettings, FewShotConfig
+from samadapt.fewshot.config import CacheSettings, FewShotConfig, PropagationSeeds
 from samadapt.finetune.config import FinetuneConfig
 from samadapt.inference.config import PropagateConfig
 from samadapt.options import default_of, field_of_flag, flag
@@ -32,6 +32,8 @@ PAIRS = [
     ("fewshot cache", CacheSettings, {"model", "init", "image_size", "batch_size"}),
     ("fewshot baseline", CacheSettings, {"model", "init", "image_size"}),
     ("fewshot predict", CacheSettings, {"batch_size"}),
+    ("fewshot predict", PropagationSeeds, {"seed_slices", "seed_count"}),
+    ("fewshot evaluate", PropagationSeeds, {"seed_slices", "seed_count"}),
     ("propagate", PropagateConfig, {"init", "image_size", "stop_when_absent"}),
 ]
 # options spelled like a field of the command's config that mean something else there
@@ -100,6 +102,8 @@ BAD_VALUES = [
     (lambda: FewShotConfig(grad_clip=math.nan), "--grad-clip nan: must be a finite number"),
     (lambda: FewShotConfig(background_prototypes=0), "--background-prototypes 0: must be at least 1"),
     (lambda: CacheSettings(batch_size=0), "--batch-size 0: must be at least 1"),
+    (lambda: PropagationSeeds(seed_slices="all"), "--seed-slices 'all': must be one of confident, support"),
+    (lambda: PropagationSeeds(seed_count=0), "--seed-count 0: must be at least 1"),
 ]
 
 
@@ -111,6 +115,6 @@ def test_validate_refuses_a_bad_value_naming_the_option(build, fragment):
 
 
 @pytest.mark.parametrize("config", [PretrainConfig(data=["x"], out="o"), FinetuneConfig(data="d", splits="s", out="o"),
-                                    FewShotConfig(), CacheSettings()], ids=lambda c: type(c).__name__)
+                                    FewShotConfig(), CacheSettings(), PropagationSeeds()], ids=lambda c: type(c).__name__)
 def test_the_defaults_pass_validation(config):
     config.validate()

@@ -37,6 +37,7 @@ class EvaluationCase:
     pred, gt: integer index masks of one shape, (H, W) or (X, Y, Z); 0 = background, 1..K = classes.
     image: optional, (H, W), (H, W, C) or the volume's shape; used only for the overlays.
     spacing: physical size of a pixel/voxel per axis (for HD95); None = pixel units.
+    slice_axis: the axis of a volume's slices, for the false-positive slice count (None: the last).
     """
 
     case_id: str
@@ -44,6 +45,16 @@ class EvaluationCase:
     gt: np.ndarray
     image: np.ndarray | None = None
     spacing: Sequence[float] | None = None
+    slice_axis: int | None = None
+
+
+def false_positive_slices(pred: np.ndarray, gt: np.ndarray, label: int, slice_axis: int | None = None) -> int:
+    """Slices (a 2D mask is one slice) where `label` is predicted and absent from the reference."""
+    if pred.ndim == 2:
+        return int(bool((pred == label).any()) and not (gt == label).any())
+    axis = pred.ndim - 1 if slice_axis is None else slice_axis
+    others = tuple(a for a in range(pred.ndim) if a != axis)
+    return int(((pred == label).any(axis=others) & ~(gt == label).any(axis=others)).sum())
 
 
 @dataclass
@@ -114,6 +125,7 @@ def summarize(rows: list[dict], class_names: Sequence[str], metrics: Sequence[st
         per_class[name] = {m: aggregate(r[m] for r in class_rows) for m in metrics}
         per_class[name]["dice_with_reference"] = aggregate(r["dice"] for r in class_rows if r["gt_pixels"] > 0)
         per_class[name]["empty_cases"] = empty_case_counts(class_rows)
+        per_class[name]["false_positive_slices"] = int(sum(r["fp_slices"] for r in class_rows))
     case_means = _per_case_means(rows, metrics)
     referenced = cases_with_reference(rows)
     return {
@@ -125,6 +137,7 @@ def summarize(rows: list[dict], class_names: Sequence[str], metrics: Sequence[st
         "n_cases_with_reference": len(referenced),
         "mean_over_classes_with_reference": {"dice": aggregate(v["dice"] for c, v in case_means.items() if c in referenced)},
         "cases_by_dice": rank_cases({c: v["dice"] for c, v in case_means.items()}),
+        "false_positive_slices": int(sum(r["fp_slices"] for r in rows)),
         "empty_mask_rules": "see docs/evaluation.md: both empty -> dice/iou 1; one empty -> 0; "
         "precision undefined without prediction, recall without ground truth; undefined values "
         "are excluded from means and counted in n_undefined",
@@ -137,7 +150,7 @@ def _format_number(value: float) -> str:
 
 def per_case_csv(rows: list[dict], metrics: Sequence[str]) -> str:
     buffer = io.StringIO()
-    columns = ["case_id", "class", *metrics, "gt_pixels", "pred_pixels"]
+    columns = ["case_id", "class", *metrics, "gt_pixels", "pred_pixels", "fp_slices"]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
@@ -174,8 +187,11 @@ def summary_markdown(summary: dict) -> str:
     lines += ["", "## Empty masks (number of cases)", "", "| class | " + " | ".join(counts) + " |", "|---" * 6 + "|"]
     for name, stats in summary["per_class"].items():
         lines.append(f"| {name} | " + " | ".join(str(stats["empty_cases"][c]) for c in counts) + " |")
+    fp = ", ".join(f"{n} {s['false_positive_slices']}" for n, s in summary["per_class"].items())
+    lines += ["", f"False-positive slices (class predicted on a slice whose reference lacks it), all cases: "
+              f"{summary['false_positive_slices']} ({fp}).", ""]
     ranked = summary["cases_by_dice"]
-    lines += ["", f"Cases by Dice: worst `{ranked['worst']}`, median `{ranked['median']}`, best `{ranked['best']}`.", ""]
+    lines += [f"Cases by Dice: worst `{ranked['worst']}`, median `{ranked['median']}`, best `{ranked['best']}`.", ""]
     return "\n".join(lines)
 
 
@@ -241,6 +257,8 @@ def evaluate_cases(
                 scores_by_case[case.case_id] = case_scores(pred, gt, labels, case.spacing, with_hd95, nsd_tolerance)
             except ValueError as exc:
                 raise UserError(f"case {case.case_id!r}: {exc}") from None
+            for label, scores in scores_by_case[case.case_id].items():
+                scores["fp_slices"] = false_positive_slices(pred, gt, label, case.slice_axis)
             if overlays:
                 image, pred_2d, gt_2d = representative_slice(pred, gt, case.image)
                 view = {"pred": pred_2d.astype(np.uint8 if max_label < 256 else np.int32), "gt": gt_2d}
@@ -258,7 +276,8 @@ def evaluate_cases(
             for label, name in enumerate(names, start=1):
                 scores = per_label.get(label) or absent_label_scores(with_hd95, nsd_tolerance is not None)
                 rows.append({"case_id": case_id, "class": name, **{m: scores[m] for m in metrics},
-                             "gt_pixels": scores["gt_pixels"], "pred_pixels": scores["pred_pixels"]})
+                             "gt_pixels": scores["gt_pixels"], "pred_pixels": scores["pred_pixels"],
+                             "fp_slices": scores.get("fp_slices", 0)})
         summary = summarize(rows, names, metrics)
         if nsd_tolerance is not None:
             summary["nsd_tolerance"] = float(nsd_tolerance)

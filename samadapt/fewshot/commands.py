@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from samadapt.fewshot.config import CacheSettings, FewShotConfig
+from samadapt.fewshot.config import SEED_SLICES, CacheSettings, FewShotConfig, PropagationSeeds
 from samadapt.modeling.sources import init_help
 from samadapt.options import config_option
 
@@ -150,18 +150,46 @@ def fewshot_predict(
     largest_component: bool = typer.Option(False, "--largest-component", help="3D: keep the largest component per class."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read when the --input DICOM folder holds several (the error without it lists them)."),
     dicom_seg: bool = typer.Option(False, "--dicom-seg", help="DICOM series input: also write <stem>_seg.dcm, a DICOM Segmentation (highdicom) referencing the series."),
+    propagate: bool = typer.Option(False, "--propagate", help="Volumes: seed SAM2's memory (from the weights the run's cache was built with) and propagate through the volume instead of segmenting slice by slice."),
+    seed_slices: str = config_option(PropagationSeeds, "seed_slices", help=f"With --propagate, what seeds the memory: {' or '.join(SEED_SLICES)} (the decoder's most confident slices of the volume, or the run's support slices with their labels, read from --support-data)."),
+    seed_count: int = config_option(PropagationSeeds, "seed_count", help="With --propagate: seed slices per class (confident), or support slices (support)."),
+    support_data: Path | None = typer.Option(None, "--support-data", help="With --seed-slices support: the dataset the run was trained on (its support slices are read from it)."),
 ) -> None:
     """Segment new images with no prompt: the run's stored prototypes are the prompts."""
     from samadapt.engine.run_folder import run_folder
+    from samadapt.errors import UserError
     from samadapt.fewshot.predict import check_volume_inputs, collect_inputs, load_fewshot_run, predict_path
 
+    seeds = PropagationSeeds(seed_slices=seed_slices, seed_count=seed_count)
+    seeds.validate()
+    if support_data is not None and not (propagate and seeds.seed_slices == "support"):
+        raise UserError("--support-data is read with --propagate --seed-slices support only")
+    if propagate and seeds.seed_slices == "support" and support_data is None:
+        raise UserError("--seed-slices support reads the run's support slices: give --support-data DATASET")
     files, volumes = collect_inputs(input, series)  # bad input fails before the model is loaded
+    if propagate and not volumes:
+        raise UserError("--propagate segments volumes (NIfTI, NRRD, MHA, DICOM), not 2D images", input)
     if volumes or dicom_seg:
         check_volume_inputs(files, series, dicom_seg)
+    run = load_fewshot_run(model)
+    propagation = _propagation(run, seeds, support_data) if propagate else None
     with run_folder(out, inputs=[input], models=[model]):
-        result = predict_path(load_fewshot_run(model), input, out, batch_size, largest_component, series, dicom_seg)
+        result = predict_path(run, input, out, batch_size, largest_component, series, dicom_seg, propagation)
     print(f"wrote {len(result['files'])} label {'volumes' if result['volumes'] else 'images'} and classes.json to {out} "
           f"in {result['seconds']:.1f} s")
+
+
+def _propagation(run, seeds: PropagationSeeds, support_data: Path | None):
+    """The memory model (refused without memory weights) and the seeds, before anything is written."""
+    from samadapt.fewshot.propagate import VolumePropagation, memory_model_for_run, read_support_frames
+
+    support = read_support_frames(run, support_data, seeds.seed_count) if seeds.seed_slices == "support" else []
+    memory = memory_model_for_run(run)
+    if run.config.get("cache_model", {}).get("weights") is None:  # announced once every input is known good
+        from samadapt.modeling.sources import warn_random_weights
+
+        warn_random_weights(memory.name, "the memory attention and the propagated masks")
+    return VolumePropagation(memory, seeds, support)
 
 
 @fewshot_app.command("evaluate")
@@ -175,22 +203,32 @@ def fewshot_evaluate(
     largest_component: bool = typer.Option(False, "--largest-component"),
     hd95: bool = typer.Option(False, "--hd95", help="Also the 95th-percentile Hausdorff distance (mm for volumes)."),
     nsd_tolerance: float | None = typer.Option(None, "--nsd-tolerance", metavar="MM", help="Also the normalised surface Dice at this tolerance (mm for volumes, pixels for 2D)."),
+    propagate: bool = typer.Option(False, "--propagate", help="Volumes: predict as `fewshot predict --propagate` does."),
+    seed_slices: str = config_option(PropagationSeeds, "seed_slices", help=f"With --propagate: {' or '.join(SEED_SLICES)} (support slices are read from --data)."),
+    seed_count: int = config_option(PropagationSeeds, "seed_count", help="With --propagate: seed slices per class (confident), or support slices (support)."),
 ) -> None:
     """Predict the labelled cases and score them with the shared evaluation report."""
+    from samadapt.errors import UserError
     from samadapt.evaluate.report import dice_line
     from samadapt.engine.provenance import input_hashes
     from samadapt.engine.run_folder import dataset_inputs, run_folder
     from samadapt.fewshot.evaluate import check_run_inputs, evaluate_run
     from samadapt.fewshot.predict import load_fewshot_run
 
+    seeds = PropagationSeeds(seed_slices=seed_slices, seed_count=seed_count)
+    seeds.validate()
     dataset, cases = _cases(data, splits, part, fold)
+    if propagate and any(c.dims != "3d" for c in cases):
+        raise UserError("--propagate segments volumes; the dataset holds 2D images", data)
     run = load_fewshot_run(model)
     check_run_inputs(run, model, dataset, cases, splits, data)
+    propagation = _propagation(run, seeds, data) if propagate else None
     with run_folder(out, inputs=dataset_inputs(data), models=[model]):
         result = evaluate_run(run, cases, out, largest_component=largest_component,
                               exclude_support=splits is None, with_hd95=hd95, nsd_tolerance=nsd_tolerance,
                               inputs={**input_hashes(splits=splits, data=data), "part": part if splits else "all",
-                                      **({"fold": fold} if splits and part != "test" else {})})
+                                      **({"fold": fold} if splits and part != "test" else {})},
+                              propagation=propagation)
     print(f"evaluated {len({r['case_id'] for r in result.rows})} cases; report in {out}; "
           + dice_line(result.summary, digits=3))
 

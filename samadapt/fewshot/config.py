@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from samadapt.modeling.registry import TRAINING_IMAGE_SIZE
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import check_all_finite, check_at_least, check_non_negative, check_positive
+from samadapt.options import check_all_finite, check_at_least, check_choice, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,21 @@ class FewShotConfig:
         check_positive(self, "lr")
         for name in ("weight_decay", "grad_clip"):
             check_non_negative(self, name)
+
+
+# Where `fewshot predict --propagate` takes the memory's first frames from: the decoder's own most
+# confident slices of the volume, or the run's support slices (their image and labels).
+SEED_SLICES = ("confident", "support")
+
+
+@dataclass(frozen=True)
+class PropagationSeeds:
+    """How `samadapt fewshot predict --propagate` seeds SAM2's memory on a volume."""
+
+    seed_slices: str = "confident"
+    seed_count: int = 3  # per class: slices of the volume (confident) or support slices (support)
+
+    def validate(self) -> None:
+        check_all_finite(self)
+        check_choice(self, "seed_slices", SEED_SLICES)
+        check_at_least(self, "seed_count", 1)

@@ -23,7 +23,8 @@ def _evaluation_cases(cases, classes: list[str], predict_case: Callable) -> Iter
             from samadapt.data.volumes import read_volume
 
             spacing = read_volume(case.image).spacing
-        yield EvaluationCase(case.id, predict_case(case, image, gt), gt, image=image, spacing=spacing)
+        yield EvaluationCase(case.id, predict_case(case, image, gt), gt, image=image, spacing=spacing,
+                             slice_axis=case.slice_axis if case.dims == "3d" else None)
 
 
 def evaluate_predictions(cases, classes: list[str], out_dir: str | Path, predict_case: Callable, overlays: bool = True,
@@ -54,10 +55,11 @@ def check_run_inputs(run, run_dir, dataset, cases, splits, data) -> None:
 
 def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = False, exclude_support: bool = True,
                  batch_size: int = CacheSettings.batch_size, overlays: bool = True, with_hd95: bool = False,
-                 nsd_tolerance: float | None = None, inputs: dict | None = None):
+                 nsd_tolerance: float | None = None, inputs: dict | None = None, propagation=None):
     """Predict every case with a few-shot run and write the evaluation report into `out_dir`.
 
     exclude_support: leave out the cases the shots came from (a fair score without a split file).
+    propagation: volumes are predicted by seeded SAM2 propagation (`samadapt.fewshot.propagate`).
     """
     from samadapt.data.preprocess import unit_image
     from samadapt.fewshot.predict import segment_units, segment_volume
@@ -73,7 +75,7 @@ def evaluate_run(run, cases, out_dir: str | Path, largest_component: bool = Fals
 
     def predict_case(case, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         if case.dims == "3d":
-            return segment_volume(run, image, batch_size, largest_component)
+            return segment_volume(run, image, batch_size, largest_component, propagation)
         return segment_units(run, [unit_image(image)], batch_size)[0]
 
     return evaluate_predictions(cases, run.classes, out_dir, predict_case, overlays=overlays, with_hd95=with_hd95,

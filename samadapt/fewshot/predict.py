@@ -76,20 +76,22 @@ def load_fewshot_run(run_dir: str | Path, model=None) -> FewShotRun:
 
 
 @torch.inference_mode()
-def segment_units(run: FewShotRun, units: list[np.ndarray], batch_size: int = 4) -> list[np.ndarray]:
-    """Label maps (H, W) uint8 on each input's own grid for (H, W, 3) [0, 1] images."""
+def restored_logits(run: FewShotRun, units: list[np.ndarray], batch_size: int = 4):
+    """Yield per-class mask logits (C, H, W) on each input's own grid for (H, W, 3) [0, 1] images."""
     from samadapt.data.preprocess import restore_logits
     from samadapt.fewshot.items import model_input
 
-    out = []
     for start in range(0, len(units), batch_size):
         inputs, boxes = zip(*(model_input(u, run.image_size) for u in units[start:start + batch_size]))
         features = run.segmenter.sam.encode(torch.stack(inputs))
         logits = run.segmenter(features, run.prototypes)
         for index, box in enumerate(boxes):
-            restored = restore_logits(logits[index], box)  # (C, H, W)
-            out.append(labels_from_logits(restored).to(torch.uint8).numpy())
-    return out
+            yield restore_logits(logits[index], box)  # (C, H, W)
+
+
+def segment_units(run: FewShotRun, units: list[np.ndarray], batch_size: int = 4) -> list[np.ndarray]:
+    """Label maps (H, W) uint8 on each input's own grid for (H, W, 3) [0, 1] images."""
+    return [labels_from_logits(logits).to(torch.uint8).numpy() for logits in restored_logits(run, units, batch_size)]
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:
@@ -107,12 +109,17 @@ def keep_largest_components(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def segment_volume(run: FewShotRun, data: np.ndarray, batch_size: int = 4, largest_component: bool = False) -> np.ndarray:
-    """(X, Y, Z) volume -> label volume of the same shape, slice by slice along the run's axis."""
+def segment_volume(run: FewShotRun, data: np.ndarray, batch_size: int = 4, largest_component: bool = False,
+                   propagation=None) -> np.ndarray:
+    """(X, Y, Z) volume -> label volume of the same shape, slice by slice along the run's axis, or,
+    with `propagation` (a `samadapt.fewshot.propagate.VolumePropagation`), seeded SAM2 propagation."""
     from samadapt.data.preprocess import stack_slices
     from samadapt.fewshot.items import unit_volume_slices
 
-    labels = stack_slices(segment_units(run, unit_volume_slices(data, run.slice_axis, run.intensity), batch_size), run.slice_axis)
+    units = unit_volume_slices(data, run.slice_axis, run.intensity)
+    predicted = (segment_units(run, units, batch_size) if propagation is None
+                 else list(propagation.segment_slices(run, units, batch_size)))
+    labels = stack_slices(predicted, run.slice_axis)
     return keep_largest_components(labels) if largest_component else labels
 
 
@@ -154,7 +161,7 @@ def check_volume_inputs(files: list[Path], series: str | None = None, dicom_seg:
 
 
 def _predict_volumes(run: FewShotRun, files: list[Path], stage: Path, out_dir: Path, batch_size: int,
-                     largest_component: bool, series: str | None, dicom_seg: bool) -> list[Path]:
+                     largest_component: bool, series: str | None, dicom_seg: bool, propagation=None) -> list[Path]:
     """Label volumes (and DICOM-SEG objects) of `files` written into `stage`; returns final paths."""
     from samadapt.data.io import file_stem
     from samadapt.data.volumes import output_suffix, read_volume, write_label_volume
@@ -163,7 +170,7 @@ def _predict_volumes(run: FewShotRun, files: list[Path], stage: Path, out_dir: P
     written = []
     for file in files:
         volume = read_volume(file, series=series)
-        labels = segment_volume(run, volume.data, batch_size, largest_component)
+        labels = segment_volume(run, volume.data, batch_size, largest_component, propagation)
         name = f"{file_stem(file)}{MASK_SUFFIX}{output_suffix(volume)}"
         write_label_volume(stage / name, labels, volume)
         written.append(out_dir / name)
@@ -176,12 +183,14 @@ def _predict_volumes(run: FewShotRun, files: list[Path], stage: Path, out_dir: P
 
 
 def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, batch_size: int = CacheSettings.batch_size,
-                 largest_component: bool = False, series: str | None = None, dicom_seg: bool = False) -> dict:
+                 largest_component: bool = False, series: str | None = None, dicom_seg: bool = False,
+                 propagation=None) -> dict:
     """Write what `samadapt predict` writes for a fine-tuned run: `<stem>_mask.png` index masks and
     `<stem>_overlay.png` (2D) or `<stem>_mask.<input's format>` label volumes in the input's geometry
     (3D; DICOM input gives .nii.gz, and with `dicom_seg` also `<stem>_seg.dcm` referencing the
     series), and classes.json, through a staging folder (a failure leaves nothing behind); returns
-    counts and timing."""
+    counts and timing. `propagation`: volumes are segmented by seeded SAM2 propagation
+    (`samadapt.fewshot.propagate`), not slice by slice."""
     from samadapt.data.io import file_stem, png_bytes, read_image
     from samadapt.data.preprocess import unit_image
     from samadapt.engine.atomic import staged_dir
@@ -194,7 +203,8 @@ def predict_path(run: FewShotRun, input_path: str | Path, out_dir: str | Path, b
     written = []
     with staged_dir(out_dir) as stage:
         if volumes:
-            written = _predict_volumes(run, files, stage, out_dir, batch_size, largest_component, series, dicom_seg)
+            written = _predict_volumes(run, files, stage, out_dir, batch_size, largest_component, series, dicom_seg,
+                                       propagation)
         else:
             for start in range(0, len(files), batch_size):
                 chunk = files[start:start + batch_size]

@@ -215,23 +215,39 @@ def model_prompt(prompt: KeyPrompt, box: Letterbox):
     return FramePrompt(prompt.obj_id, prompt.slice, points=points, labels=torch.from_numpy(prompt.labels))
 
 
+def propagated_labels(model, frames: Sequence[torch.Tensor], queries: list, box: Letterbox, plane: tuple[int, int], *,
+                      first: int = 0, stop_when_absent: bool = True, progress=None) -> np.ndarray:
+    """(N - first, H, W) uint8 labels of frames `first`..N-1, all on `box`'s grid of the (H, W)
+    `plane`, from propagating `queries` (`FramePrompt`s in model pixels) through `frames`. Each
+    pixel takes the object with the highest positive mask logit; an object whose score says absent
+    on a frame it was not prompted on leaves that frame empty. Frames before `first` only feed the
+    memory (e.g. labelled slices of other images)."""
+    from samadapt.inference.propagate import propagate
+
+    h, w = plane
+    depth = len(frames) - first
+    best = np.full((depth, h, w), -np.inf, np.float32)
+    labels = np.zeros((depth, h, w), np.uint8)
+    for result in propagate(model.hf, frames, queries, stop_when_absent=stop_when_absent, progress=progress):
+        if result.frame < first or (result.score <= 0 and not result.prompted):
+            continue
+        logits = restore_logits(result.logits.float(), box).numpy()  # (H, W)
+        slot = result.frame - first
+        better = logits > best[slot]
+        best[slot][better] = logits[better]
+        labels[slot][better] = result.obj_id
+    labels[best <= 0] = 0
+    return labels
+
+
 def segment_stack(model, stack: Stack, prompts: list[KeyPrompt], label_slices: dict, *,
                   stop_when_absent: bool = True, progress=None) -> np.ndarray:
     """(N, H, W) uint8 labels: each pixel takes the object with the highest positive mask logit;
     key slices given as labels come back exactly as given."""
-    from samadapt.inference.propagate import propagate
-
     frames = ModelFrames(stack, model.image_size)
-    h, w = stack.plane
-    best = np.full((stack.depth, h, w), -np.inf, np.float32)
-    labels = np.zeros((stack.depth, h, w), np.uint8)
     queries = [model_prompt(p, frames.box) for p in prompts]
-    for result in propagate(model.hf, frames, queries, stop_when_absent=stop_when_absent, progress=progress):
-        logits = restore_logits(result.logits.float(), frames.box).numpy()  # (H, W)
-        better = logits > best[result.frame]
-        best[result.frame][better] = logits[better]
-        labels[result.frame][better] = result.obj_id
-    labels[best <= 0] = 0
+    labels = propagated_labels(model, frames, queries, frames.box, tuple(stack.plane),
+                               stop_when_absent=stop_when_absent, progress=progress)
     for z, given in label_slices.items():
         labels[z] = given
     return labels

@@ -123,6 +123,26 @@ def _write_runs_and_exports(root: Path) -> None:
         "decoder": {"inputs": ["embedding", "high_res_s4", "high_res_s8"], "outputs": ["logits"]}}))
 
 
+def _write_fewshot_runs(root: Path) -> None:
+    """fs_run/ (a one-epoch few-shot run on anat2d_cache, random weights) and fs_run_no_memory/ (the
+    same run, recorded as cached with ckpt_small, an image model without SAM2's memory)."""
+    import json
+
+    from samadapt.data.dataset import load_dataset
+    from samadapt.fewshot.cache import weights_fingerprint
+    from samadapt.fewshot.train import FewShotConfig, train_fewshot
+
+    dataset = load_dataset(root / "anat2d")
+    train_fewshot(dataset.cases, dataset.class_names, root / "anat2d_cache", root / "fs_run",
+                  FewShotConfig(shots=1, epochs=1), progress=False)
+    shutil.copytree(root / "fs_run", root / "fs_run_no_memory")
+    meta_path = root / "fs_run_no_memory" / "model" / "samadapt.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra_config"]["fewshot"]["cache_model"].update(
+        weights=str(root / "ckpt_small"), weights_fingerprint=weights_fingerprint(root / "ckpt_small"))
+    meta_path.write_text(json.dumps(meta))
+
+
 def _dataset_variants(root: Path) -> None:
     import nibabel as nib
 
@@ -227,4 +247,5 @@ def bad_world(tmp_path_factory) -> Path:
     _write_checkpoints(root)
     _write_runs_and_exports(root)
     _write_leaky_inputs(root)
+    _write_fewshot_runs(root)
     return root

@@ -253,6 +253,20 @@ CASES = [
     Case("fewshot-predict-dicom-seg-of-nifti", "fewshot predict --model fa --input bad/nan.nii.gz --out out --dicom-seg",
          "bad/nan.nii.gz: --dicom-seg writes segmentations referencing a DICOM series"),
     Case("fewshot-predict-not-a-run", "fewshot predict --model fa --input anat2d/images --out out", "fa: not a few-shot run"),
+    Case("fewshot-propagate-weights-without-memory", f"fewshot predict --model fs_run_no_memory --input {VOL} "
+         "--out out --propagate", "ckpt_small: model has no memory weights"),
+    Case("fewshot-propagate-2d-images", "fewshot predict --model fs_run --input anat2d/images --out out --propagate",
+         "anat2d/images: --propagate segments volumes"),
+    Case("fewshot-propagate-support-without-data", f"fewshot predict --model fs_run --input {VOL} --out out "
+         "--propagate --seed-slices support", "--seed-slices support reads the run's support slices"),
+    Case("fewshot-propagate-support-data-of-another-dataset", f"fewshot predict --model fs_run --input {VOL} "
+         "--out out --propagate --seed-slices support --support-data anat3d", "anat3d: has no labelled case"),
+    Case("fewshot-propagate-unknown-seeding", f"fewshot predict --model fs_run --input {VOL} --out out --propagate "
+         "--seed-slices random", "--seed-slices 'random': must be one of confident, support"),
+    Case("fewshot-propagate-zero-seeds", f"fewshot predict --model fs_run --input {VOL} --out out --propagate "
+         "--seed-count 0", "--seed-count 0: must be at least 1"),
+    Case("fewshot-evaluate-propagate-2d", "fewshot evaluate --model fs_run --data anat2d --out out --propagate",
+         "anat2d: --propagate segments volumes; the dataset holds 2D images"),
     Case("fewshot-cache-init-unknown-kind", "fewshot cache --data anat2d --out cache --image-size 64 --init imagenet",
          "--init 'imagenet': use random, sam2:PATH, hf:ORG/NAME[@REVISION], mae:RUN_DIR or ckpt:DIR"),
     Case("fewshot-cache-mae-run-missing", "fewshot cache --data anat2d --out cache --image-size 64 --init mae:fa",
