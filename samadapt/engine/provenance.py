@@ -88,6 +88,33 @@ def check_same_inputs(recorded: dict, where: str | Path, splits=None, data=None,
                             "a new run", path)
 
 
+IMAGES_KEY = "images_sha256"
+
+
+def image_list_hash(paths) -> dict:
+    """For inputs that are folders of images (MAE pre-training): sha256 of the sorted list of each
+    file's resolved path and size, and the count. Content is not read: folders of thousands of
+    images would take minutes to hash, and adding, removing or replacing a file changes the list."""
+    import hashlib
+
+    rows = sorted(f"{Path(p).resolve()}\t{Path(p).stat().st_size}" for p in dict.fromkeys(paths))
+    return {IMAGES_KEY: hashlib.sha256("\n".join(rows).encode()).hexdigest(), "images": len(rows)}
+
+
+def check_resume_images(run_dir: str | Path, current: dict, option: str) -> None:
+    """Refuse `--resume` when the images found now are not the ones the run started with."""
+    import json
+
+    try:
+        recorded = json.loads((Path(run_dir) / INPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run from before inputs were recorded
+    if isinstance(recorded, dict) and recorded.get(IMAGES_KEY) not in (None, current[IMAGES_KEY]):
+        raise UserError(f"{option}: the images found ({current['images']}) are not the {recorded.get('images')} "
+                        f"the run {run_dir} started with (files added, removed or replaced); use the original "
+                        "data, or start a new run")
+
+
 def check_same_classes(expected: list[str], actual: list[str], what: str, where: str | Path) -> None:
     if list(expected) != list(actual):
         raise UserError(f"{what} has classes {list(actual)}, but the run was made with {list(expected)}", where)

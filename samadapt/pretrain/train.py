@@ -104,6 +104,7 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     """Train, then save the encoder to RUN_DIR/encoder. Returns the trainer's summary plus `encoder`."""
     from samadapt.engine.atomic import check_output_dir
     from samadapt.engine.distributed import seed_everything
+    from samadapt.engine.provenance import check_resume_images, image_list_hash, record_inputs
     from samadapt.engine.schedule import cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
     from samadapt.modeling.masking import random_unit_mask
@@ -114,6 +115,9 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
     if resume and not (run_dir / "checkpoints").is_dir():
         raise UserError("cannot resume: no checkpoints in this run folder", run_dir)
     dataset = build_dataset(config)
+    images = image_list_hash(path for path, _, _ in dataset.items)
+    if resume:  # the same images as the run started with, before any model work
+        check_resume_images(run_dir, images, flag("data"))
     seed_everything(config.seed)  # random-init weights follow --seed (and match on every rank)
     model, mae = build_mae(config)
     grid = unit_grid(config.image_size)
@@ -144,6 +148,8 @@ def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = 
                                 may_differ=("epochs",)),
         reporting=Reporting(progress=progress, callbacks=[pictures, CurvePlot(("train_loss",))]),
     )
+    if trainer.is_main and not resume:
+        record_inputs(run_dir, images)
     summary = trainer.fit(config.epochs, max_steps=max_steps)
     summary["encoder"] = str(run_dir / ENCODER_DIR)
     if trainer.is_main:

@@ -86,6 +86,19 @@ def test_resume_continues_and_refuses_another_config(finished_run, image_folder,
     assert json.loads((out / "summary.json").read_text())["global_step"] == 4
 
 
+def test_resume_refuses_other_images_and_changes_nothing(finished_run, image_folder, tmp_path, capsys):
+    import shutil
+
+    out, _ = finished_run
+    changed = tmp_path / "images"
+    shutil.copytree(image_folder, changed)
+    shutil.copy(changed / "p0.png", changed / "p9.png")  # one image more than the run started with
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+    code, _, err = _run(["--data", str(changed), "--out", str(out), *TINY, "--epochs", "3", "--resume"], capsys)
+    assert code == 2 and "images found (5) are not the 4" in err and len(err.strip().splitlines()) == 1
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == before
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
