@@ -122,3 +122,21 @@ def test_a_run_resumes_and_propagate_loads_its_model(volumes, tmp_path, capsys):
                             "--out", tmp_path / "seg.nii.gz", "--init", f"ckpt:{run}"], capsys)
     assert code == 0, err
     assert np.asarray(nib.load(str(tmp_path / "seg.nii.gz")).dataobj).shape == labels.shape
+
+
+def test_a_box_prompted_clip_is_scored_on_its_key_slice_too(volumes, tmp_path):
+    from samadapt.finetune.losses import parse_loss
+    from samadapt.finetune.memory_config import MemoryTrainConfig
+    from samadapt.finetune.memory_training import _prepare_clips, build_memory_trainer_model, memory_step_fn
+
+    config = MemoryTrainConfig(data=str(volumes[0]), splits=str(volumes[1]), out=str(tmp_path / "run"),
+                               image_size=SIZE, clip_length=2, prompt="box")
+    _, train, _ = _prepare_clips(config)
+    item = train[0]
+    assert item["points"].shape == (2, 2) and item["labels"].tolist() == [2, 3] and "mask" not in item
+    model, _, _ = build_memory_trainer_model(config)
+    loss, _, _ = memory_step_fn(parse_loss("dice+bce"), "box")(model, [item])
+    loss.backward()
+    assert torch.isfinite(loss)
+    # the box goes through the decoder on the key slice, from features without memory
+    assert model.hf.no_memory_embedding.grad is not None
