@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = ("encoder", "data_loader", "mae_sparse", "fewshot", "fast_encoder", "train_precision", "studio")
+SUITES = ("encoder", "data_loader", "mae_sparse", "fewshot", "fast_encoder", "train_precision", "studio", "propagate")
 
 
 def main(argv: list[str] | None = None) -> int:

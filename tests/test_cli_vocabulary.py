@@ -24,6 +24,7 @@ EXPECTED = {
     "pretrain": {"init"},
     "finetune": {"splits", "init"},
     "ablate-loss": {"splits", "init"},
+    "finetune-memory": {"splits", "init"},
     "evaluate": {"splits", "part"},
     "predict": {"init"},
     "propagate": {"init"},

@@ -14,6 +14,9 @@ from samadapt.options import config_option, default_of, flag
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune)
     app.command("ablate-loss")(ablate_loss)
+    from samadapt.finetune.memory_commands import finetune_memory
+
+    app.command("finetune-memory")(finetune_memory)
 
 
 def _optional_positive(name: str, value: int | None) -> int | None:

@@ -226,7 +226,7 @@ def _write_leaky_inputs(root: Path) -> None:
 @pytest.fixture(scope="session")
 def bad_world(tmp_path_factory) -> Path:
     """Root folder with: fa/ (12 FA phantoms, 6 patients, splits.json with 2 folds), anat2d/ (4
-    anatomy phantoms, splits.json), anat2d_cache/ (few-shot features), anat3d/ (2 volumes), broken
+    anatomy phantoms, splits.json), anat2d_cache/ (few-shot features), anat3d/ (2 volumes, splits.json with 2 folds), broken
     dataset copies, bad/ (broken files) and stub checkpoints."""
     from samadapt.cli import main
     from samadapt.data.dataset import load_dataset
@@ -240,6 +240,8 @@ def bad_world(tmp_path_factory) -> Path:
     assert main(["data", "split", str(root / "fa"), "--folds", "2", "--out", str(root / "fa" / "splits.json")]) == 0
     assert main(["data", "split", str(root / "anat2d"), "--folds", "1", "--test-fraction", "0.25",
                  "--out", str(root / "anat2d" / "splits.json")]) == 0
+    assert main(["data", "split", str(root / "anat3d"), "--folds", "2", "--test-fraction", "0",
+                 "--out", str(root / "anat3d" / "splits.json")]) == 0
     build_cache(load_dataset(root / "anat2d").cases, root / "anat2d_cache", "sam2-hiera-tiny", None, 64)
     _dataset_variants(root)
     _write_broken_files(root / "bad")

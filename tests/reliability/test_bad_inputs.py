@@ -81,6 +81,17 @@ CASES = [
          "slice 3 has only negative points"),
     Case("propagate-volume-to-png-folder", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg",
          "the label volume is written as .nii or .nii.gz"),
+    # ---------------------------------------------------------------- finetune-memory (volumes)
+    Case("finetune-memory-2d-data", "finetune-memory --data anat2d --splits anat2d/splits.json --out run "
+         "--image-size 64", "anat2d: the dataset is 2D (dims: 2d); memory training needs volumes"),
+    Case("finetune-memory-clip-of-one-slice", "finetune-memory --data anat3d --splits anat3d/splits.json --out run "
+         "--clip-length 1", "--clip-length 1: must be at least 2"),
+    Case("finetune-memory-weights-without-memory", "finetune-memory --data anat3d --splits anat3d/splits.json "
+         "--out run --image-size 64 --init ckpt:ckpt_small", "ckpt_small: model has no memory weights"),
+    Case("finetune-memory-image-only-checkpoint", "finetune-memory --data anat3d --splits anat3d/splits.json "
+         "--out run --image-size 64 --init sam2:bad/sam2_image_only.pt", "checkpoint has no memory weights"),
+    Case("finetune-memory-mae-init", "finetune-memory --data anat3d --splits anat3d/splits.json --out run "
+         "--init mae:fa", "an MAE run holds an encoder, not SAM2's memory"),
     # ---------------------------------------------------------------- argument values
     Case("unknown-model", "predict --input bad/ok.png --out out --model sam3-giant", "unknown model 'sam3-giant'"),
     Case("point-outside-image", "predict --input bad/ok.png --out out --point 80 10",
