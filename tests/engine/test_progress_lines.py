@@ -73,7 +73,14 @@ SUMMARY = {"status": "completed", "epochs_completed": 2, "global_step": 4, "seco
 def test_closing_lines_name_status_best_run_and_next(summary, status, best, next_command, monkeypatch, capsys):
     monkeypatch.setattr("samadapt.cli._INVOKED_ARGS", ["finetune", "--out", "r", "--debug"])
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    finish_training(summary, "r", ["evaluate", "--model", "r"], epochs=2)
+    if summary["status"] == "interrupted":  # the closing lines, then exit 130 (the folder stays marked incomplete)
+        import typer
+
+        with pytest.raises(typer.Exit) as stopped:
+            finish_training(summary, "r", ["evaluate", "--model", "r"], epochs=2)
+        assert stopped.value.exit_code == 130
+    else:
+        finish_training(summary, "r", ["evaluate", "--model", "r"], epochs=2)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{k}: {v}" for k, v in zip(OUTCOME_KEYS, (status, best, "r", next_command))]
 
