@@ -30,6 +30,7 @@ import logging
 import pickle
 import random
 import re
+import shutil
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,8 +60,16 @@ def write_checkpoint_file(path: str | Path, state: Mapping, meta: Mapping | None
     path = Path(path)
     meta_json = _meta_to_json(meta or {})
     payload = {"format": FORMAT_VERSION, "meta_json": meta_json, **state}
-    with atomic_file(path, "wb") as handle:
-        torch.save(payload, handle)
+    try:
+        with atomic_file(path, "wb") as handle:
+            torch.save(payload, handle)
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (a full disk, a quota) as a RuntimeError, not an OSError
+        if not any(sign in str(exc) for sign in ("failed writing", "write failed", "unexpected pos")):
+            raise
+        free_mb = shutil.disk_usage(path.parent).free / 2**20
+        raise UserError(f"cannot write the checkpoint: torch's writer failed ({free_mb:.0f} MB free on this disk; "
+                        "free some space, then --resume)", path) from None
     info = {
         "file": path.name,
         "sha256": sha256_file(path),

@@ -141,3 +141,21 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     state, _ = ckpt.load_training_state(path)
     ckpt.restore_rng_state(state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_failed_torch_write_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    """A full disk reaches torch's zip writer as a RuntimeError, not an OSError: still a user error."""
+    import torch
+
+    from samadapt.engine.checkpoint import write_checkpoint_file
+    from samadapt.errors import UserError
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "ckpt-00000001.pt"
+    with pytest.raises(UserError, match="cannot write the checkpoint: torch's writer failed") as failed:
+        write_checkpoint_file(target, {"model": {}})
+    assert str(target) in str(failed.value) and not list(tmp_path.iterdir())  # nothing left behind
