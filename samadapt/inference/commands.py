@@ -205,6 +205,9 @@ def propagate(
 
     import torch
 
+    import contextlib
+
+    from samadapt.engine.run_folder import run_folder
     from samadapt.errors import UserError
     from samadapt.inference.propagate_volume import (
         check_output, prompts_from_clicks, prompts_from_labels, read_stack, segment_stack, write_labels,
@@ -232,14 +235,20 @@ def propagate(
     else:
         raise UserError("no prompt: give --labels FILE, --box Z X0 Y0 X1 Y1 or --point Z X Y 1")
     out = check_output(out, stack)
+    if any(given is not None and Path(given).resolve() == out.resolve() for given in (input, labels)):
+        raise UserError("the output would overwrite an input: choose another --out", out)
     if threads:
         torch.set_num_threads(threads)
-    net = _load_memory_model(model, source, image_size, fast)
-    start = time.perf_counter()
-    result = segment_stack(net, stack, prompts, label_slices, stop_when_absent=stop_when_absent,
-                           progress=_progress_bar)
-    seconds = time.perf_counter() - start
-    written = write_labels(out, result, stack)
+    # a folder of frame labels is held as a run folder (lock, incomplete marker, not inside the input);
+    # a label volume is one file, replaced atomically
+    holder = run_folder(out, inputs=[input]) if stack.volume is None else contextlib.nullcontext()
+    with holder:
+        net = _load_memory_model(model, source, image_size, fast)
+        start = time.perf_counter()
+        result = segment_stack(net, stack, prompts, label_slices, stop_when_absent=stop_when_absent,
+                               progress=_progress_bar)
+        seconds = time.perf_counter() - start
+        written = write_labels(out, result, stack)
     filled = int((result.reshape(result.shape[0], -1) > 0).any(axis=1).sum())
     print(f"wrote {written[0] if len(written) == 1 else out} ({stack.depth} slices, {filled} with labels, "
           f"{len(prompts)} key prompt(s); {seconds / stack.depth:.2f} s per slice)")

@@ -67,8 +67,9 @@ def test_box_and_points_on_a_folder_of_frames(tmp_path):
     code = main(["propagate", "--input", str(frames), "--box", "1", "5", "6", "30", "28",
                  "--point", "1", "12", "14", "1", "--point", "1", "40", "30", "0", "--out", str(out), *TINY])
     assert code == 0
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not the run folder's lock
     assert written == [f"f{i:02d}.png" for i in range(4)]
+    assert not (out / ".samadapt-incomplete").exists()
     assert all(np.array(Image.open(out / name)).shape == (36, 52) for name in written)
 
 

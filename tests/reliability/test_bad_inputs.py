@@ -60,6 +60,10 @@ CASES = [
     Case("output-under-a-file", "predict --input bad/ok.png --out bad/a_file/sub", "bad/a_file is not a folder"),
     Case("output-is-a-file", "predict --input bad/ok.png --out bad/a_file", "exists and is not a folder"),
     # ---------------------------------------------------------------- propagate (volumes)
+    Case("propagate-out-overwrites-the-input", f"propagate --input {VOL} --box 3 2 2 20 20 --out {VOL}",
+         "the output would overwrite an input"),
+    Case("propagate-frames-out-inside-the-input", "propagate --input anat2d/images --box 0 2 2 20 20 "
+         "--out anat2d/images/labels", "output folder is, or is inside, the input"),
     Case("propagate-slice-outside-volume", f"propagate --input {VOL} --box 9 2 2 20 20 --out seg.nii.gz",
          "--box 9 2 2 20 20: slice 9 is outside the 8 slices"),
     Case("propagate-labels-of-another-shape", f"propagate --input {VOL} --labels bad/ok.png --key-slice 3 "
