@@ -12,6 +12,7 @@ one line with exit code 1. `--debug` anywhere on the command line shows the full
 from __future__ import annotations
 
 import errno
+import functools
 import importlib
 import os
 import sys
@@ -117,6 +118,27 @@ def _quiet_flag_types(command) -> None:
         _quiet_flag_types(sub)
 
 
+class CommandInterrupted(Exception):
+    """Ctrl-C (or a command's own KeyboardInterrupt) inside a command, carried past typer, which would
+    turn a KeyboardInterrupt into a silent exit 130."""
+
+
+def _carry_interrupts(command) -> None:
+    """Wrap every command's callback so a KeyboardInterrupt leaves it as `CommandInterrupted`."""
+    callback = getattr(command, "callback", None)
+    if callback is not None:
+        @functools.wraps(callback)
+        def carried(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                raise CommandInterrupted() from exc
+
+        command.callback = carried
+    for sub in getattr(command, "commands", {}).values():
+        _carry_interrupts(sub)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"samadapt: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
@@ -151,6 +173,7 @@ def _run(argv: list[str] | None) -> int:
             raise
         return _fail(f"internal error: {exc} (rerun with --debug for the traceback)", 1)
     _quiet_flag_types(command)
+    _carry_interrupts(command)
     try:
         result = command.main(args=args, prog_name="samadapt", standalone_mode=False)
     except UserError as exc:
@@ -161,6 +184,8 @@ def _run(argv: list[str] | None) -> int:
         return _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
+    except CommandInterrupted:
+        return _fail("interrupted", 130)
     except typer.Abort:
         return _fail("aborted", 130)
     except typer.TyperException as exc:

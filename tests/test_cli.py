@@ -83,3 +83,18 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     assert main(["phantom", "--n", "2", "--size", "40", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no space left" in err[0] and "images" in err[0]
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, capsys):
+    """typer turns KeyboardInterrupt into a silent exit 130; the CLI still says what happened."""
+    import samadapt.modeling.registry as registry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "list_models", interrupted)
+    from samadapt.cli import main
+
+    assert main(["models"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["samadapt: error: interrupted"] and "Traceback" not in err
