@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from samadapt.finetune.config import KEEP_CHOICES
 from samadapt.modeling.sources import INIT_DEFAULT
-from samadapt.options import check_at_least, check_choice, check_non_negative, check_positive
+from samadapt.options import check_all_finite, check_at_least, check_choice, check_non_negative, check_positive
 
 # the prompt on each clip's key slice: the reference mask there, or its bounding box
 CLIP_PROMPTS = ("mask", "box")
@@ -42,6 +42,7 @@ class MemoryTrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        check_all_finite(self)
         check_choice(self, "prompt", CLIP_PROMPTS)
         check_choice(self, "keep", KEEP_CHOICES)
         check_at_least(self, "clip_length", 2)  # a clip of 1 is the prompted slice alone: no memory
