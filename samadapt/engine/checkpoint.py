@@ -173,8 +173,10 @@ def load_resumable(directory: str | Path, map_location: str | torch.device = "cp
             problems.append(str(exc))
             continue
         return state, meta, path
-    detail = f" ({'; '.join(problems)})" if problems else ""
-    raise UserError(f"no complete checkpoint to resume from in {directory}{detail}", directory)
+    if problems:
+        raise UserError(f"no complete checkpoint to resume from in {directory} ({'; '.join(problems)})", directory)
+    raise UserError(f"no complete checkpoint to resume from in {directory}: the run stopped before its first "
+                    "checkpoint was written; run the same command without --resume to start it again", directory)
 
 
 def check_same_config(saved: Mapping, current: Mapping, may_differ: Iterable[str] = (), where: str | Path = "") -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from samadapt.engine.checkpoint import list_checkpoints
 from samadapt.engine.run_folder import INCOMPLETE_FILE, refuse_incomplete
 from samadapt.errors import UserError
 
@@ -70,7 +71,9 @@ def test_a_kill_at_any_moment_leaves_the_folder_absent_complete_or_marked(bad_wo
         process.wait(timeout=60)
         states.append(_check_after_kill(out, complete_file))
 
-        again = command + (" --resume" if trains and (out / "checkpoints").is_dir() else "")
+        # a training run resumes when it left a complete checkpoint; killed before its first one, the
+        # same command starts it again (and --resume says so)
+        again = command + (" --resume" if trains and list_checkpoints(out / "checkpoints") else "")
         rerun = _start(bad_world, again, out)
         _, err = rerun.communicate(timeout=600)
         assert rerun.returncode == 0, f"{again}: exit {rerun.returncode}: {err.strip()[-400:]}"
