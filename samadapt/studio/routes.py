@@ -126,6 +126,7 @@ def add_routes(app) -> None:
         if body.box is not None:
             (r0, c0), (r1, c1) = (shown.display_to_item(*body.box[:2]), shown.display_to_item(*body.box[2:]))
             box = (min(c0, c1), min(r0, r1), max(c0, c1), max(r0, r1))
+        studio.wait_until_warm()
         started = time.perf_counter()
         mask = studio.prompter.segment((item.key, body.index), shown.unit(body.index), points, box)
         seconds = time.perf_counter() - started

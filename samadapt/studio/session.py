@@ -34,6 +34,10 @@ class Studio:
         self.predictions = Predictions(self.state_dir / "predictions")
         self.prompter = SlicePrompter(config.model, weights, config.image_size, config.features_per_case)
         self.trainer = Trainer(self, debug)
+        # Set while no warm-up runs. Imports are not safe to race (transformers' lazy modules can be
+        # seen half-initialised), so prompts and training rounds wait for the warm-up to finish.
+        self._warm = threading.Event()
+        self._warm.set()
 
     def warm_up(self) -> threading.Thread:
         """Import torch and the training code and build the prompt model in the background, so
@@ -49,10 +53,17 @@ class Studio:
                 if self.debug:
                     raise
                 print(f"samadapt studio: warm-up stopped: {exc}", flush=True)
+            finally:
+                self._warm.set()
 
+        self._warm.clear()
         thread = threading.Thread(target=work, daemon=True, name="studio-warm-up")
         thread.start()
         return thread
+
+    def wait_until_warm(self) -> None:
+        """Block until the warm-up (if one runs) has imported and built what prompts and rounds use."""
+        self._warm.wait()
 
     # ------------------------------------------------------------------ cases
     def case(self, case_id: str) -> StudioCase:

@@ -81,6 +81,7 @@ class Trainer:
         self._thread.start()
 
     def _run(self, plan, epochs: int, round_number: int) -> None:
+        self.studio.wait_until_warm()
         import torch
 
         started = time.perf_counter()

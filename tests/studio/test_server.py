@@ -37,6 +37,6 @@ def test_the_server_keeps_edits_through_kill_9_and_stops_on_ctrl_c(folder):
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=20)
-    err = process.stderr.read()
+    err = process.stderr_log.read_text()
     assert code == 130, err
     assert "Traceback" not in err and "stopped; the edits are saved" in err, err[-600:]
