@@ -17,6 +17,8 @@ SPLITS_KEY = "splits_sha256"
 DESCRIPTION_KEY = "description_sha256"
 CACHE_KEY = "cache_manifest_sha256"
 CACHE_MANIFEST = "cache.json"
+IMAGES_KEY = "images_sha256"
+INPUTS_FILE = "inputs.json"
 
 
 def description_file(data: str | Path | None) -> Path | None:
@@ -88,9 +90,6 @@ def check_same_inputs(recorded: dict, where: str | Path, splits=None, data=None,
                             "a new run", path)
 
 
-IMAGES_KEY = "images_sha256"
-
-
 def image_list_hash(paths) -> dict:
     """For inputs that are folders of images (MAE pre-training): sha256 of the sorted list of each
     file's resolved path and size, and the count. Content is not read: folders of thousands of
@@ -103,13 +102,8 @@ def image_list_hash(paths) -> dict:
 
 def check_resume_images(run_dir: str | Path, current: dict, option: str) -> None:
     """Refuse `--resume` when the images found now are not the ones the run started with."""
-    import json
-
-    try:
-        recorded = json.loads((Path(run_dir) / INPUTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # a run from before inputs were recorded
-    if isinstance(recorded, dict) and recorded.get(IMAGES_KEY) not in (None, current[IMAGES_KEY]):
+    recorded = _recorded_inputs(run_dir)
+    if recorded.get(IMAGES_KEY) not in (None, current[IMAGES_KEY]):
         raise UserError(f"{option}: the images found ({current['images']}) are not the {recorded.get('images')} "
                         f"the run {run_dir} started with (files added, removed or replaced); use the original "
                         "data, or start a new run")
@@ -118,9 +112,6 @@ def check_resume_images(run_dir: str | Path, current: dict, option: str) -> None
 def check_same_classes(expected: list[str], actual: list[str], what: str, where: str | Path) -> None:
     if list(expected) != list(actual):
         raise UserError(f"{what} has classes {list(actual)}, but the run was made with {list(expected)}", where)
-
-
-INPUTS_FILE = "inputs.json"
 
 
 def record_inputs(run_dir: str | Path, hashes: dict) -> None:
@@ -132,12 +123,17 @@ def record_inputs(run_dir: str | Path, hashes: dict) -> None:
     atomic_write_text(Path(run_dir) / INPUTS_FILE, json.dumps(hashes, indent=1, sort_keys=True) + "\n")
 
 
-def check_resume_inputs(run_dir: str | Path, splits=None, data=None, cache=None) -> None:
-    """Refuse `--resume` with inputs whose content differs from those the run started with."""
+def _recorded_inputs(run_dir: str | Path) -> dict:
+    """RUN_DIR/inputs.json as `record_inputs` wrote it; empty for a run from before inputs were recorded."""
     import json
 
     try:
         recorded = json.loads((Path(run_dir) / INPUTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # a run from before inputs were recorded
-    check_same_inputs(recorded if isinstance(recorded, dict) else {}, run_dir, splits=splits, data=data, cache=cache)
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def check_resume_inputs(run_dir: str | Path, splits=None, data=None, cache=None) -> None:
+    """Refuse `--resume` with inputs whose content differs from those the run started with."""
+    check_same_inputs(_recorded_inputs(run_dir), run_dir, splits=splits, data=data, cache=cache)

@@ -201,11 +201,10 @@ def propagate(
     fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
 ) -> None:
     """Segment a volume from a few prompted slices with SAM2's memory: forward and backward from the key slices."""
+    import contextlib
     import time
 
     import torch
-
-    import contextlib
 
     from samadapt.engine.run_folder import run_folder
     from samadapt.errors import UserError
