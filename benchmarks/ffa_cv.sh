@@ -9,6 +9,8 @@
 #   EPOCHS=30 SIZE=512 bash benchmarks/ffa_cv.sh    # a bigger budget
 #   TRAIN=decoder SAM_LR=1e-3 bash benchmarks/ffa_cv.sh   # frozen encoders: compares the features only
 #
+#   SEED=1 OUT=runs/ffa_cv_s1 MAE_RUN=runs/ffa_cv/mae bash benchmarks/ffa_cv.sh   # another fine-tuning seed
+#
 #   LABELED=../shared/data/drive/training OUT=runs/drive_cv SIZE=512 MODELS="unet sam2_random" \
 #     TRAIN=decoder SAM_LR=1e-3 bash benchmarks/ffa_cv.sh    # the same harness on DRIVE vessels
 #
@@ -28,6 +30,7 @@ MAE_EPOCHS=${MAE_EPOCHS:-40}
 MAE_SIZE=${MAE_SIZE:-$SIZE}   # pre-training may run below the fine-tuning size (position embeddings interpolate)
 TRAIN_FRAMES=${TRAIN_FRAMES:-all}   # a number: each fold trains on that many of its training frames (label efficiency)
 THREADS=${THREADS:-2}
+SEED=${SEED:-0}   # fine-tuning seed; the folds (data split) and the MAE run stay those of seed 0
 TRAIN=${TRAIN:-all}        # what trains in the SAM2 models: all, encoder-decoder or decoder
 SAM_LR=${SAM_LR:-1e-4}
 DECODER_LR=${DECODER_LR:-1e-3}   # mae_sam2_decoder: only the decoder and class prompts train
@@ -69,7 +72,7 @@ train() {  # name fold extra-args...
   local run="$OUT/$name/fold$fold"
   if [ ! -f "$run/summary.json" ]; then
     samadapt finetune --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --fold "$fold" --image-size "$SIZE" \
-      --loss "$LOSS" --epochs "$EPOCHS" --batch-size "$BATCH" --keep last --seed 0 --threads "$THREADS" \
+      --loss "$LOSS" --epochs "$EPOCHS" --batch-size "$BATCH" --keep last --seed "$SEED" --threads "$THREADS" \
       --out "$run" "$@"
   fi
   if [ ! -f "$run/eval/per_case.csv" ]; then
