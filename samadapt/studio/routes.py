@@ -137,6 +137,11 @@ def add_routes(app) -> None:
         studio.trainer.start(body.epochs or studio.config.epochs)
         return studio.trainer.state.snapshot()[1]
 
+    @app.post("/api/cases/{case_id}/propagate", status_code=202)
+    def propagate(case_id: str):
+        studio.trainer.start_propagation(case_id)
+        return studio.trainer.state.snapshot()[1]
+
     @app.get("/api/train")
     def train_state():
         return studio.trainer.state.snapshot()[1]

@@ -14,6 +14,7 @@ from samadapt.studio.cases import CaseImage, StudioCase, load_case_image, scan_c
 from samadapt.studio.config import STATE_DIR, StudioConfig
 from samadapt.studio.exporting import TrainingPlan, write_labels
 from samadapt.studio.prompting import SlicePrompter
+from samadapt.studio.propagating import MemoryPropagator
 from samadapt.studio.store import CaseEdits, Predictions
 
 IMAGES_IN_MEMORY = 8
@@ -33,6 +34,7 @@ class Studio:
         self._lock = threading.Lock()
         self.predictions = Predictions(self.state_dir / "predictions")
         self.prompter = SlicePrompter(config.model, weights, config.image_size, config.features_per_case)
+        self.propagator = MemoryPropagator(config.model, weights, config.image_size)
         self.trainer = Trainer(self, debug)
         # Set while no warm-up runs. Imports are not safe to race (transformers' lazy modules can be
         # seen half-initialised), so prompts and training rounds wait for the warm-up to finish.
@@ -140,6 +142,29 @@ class Studio:
         if len(kinds) > 1:
             raise UserError("labels on both 2D images and volumes: train on one kind at a time")
         return TrainingPlan(kinds.pop(), usable, shots)
+
+    def propagation_keys(self, case_id: str, edits: np.ndarray | None = None) -> list[int]:
+        """The labelled slices of a volume's (A, B, N) edits (by default its latest); a `UserError`
+        saying what is missing otherwise."""
+        if self.case(case_id).dims != "3d":
+            raise UserError("propagate works through the slices of a volume; this case is a 2D image")
+        edits = self.edits(case_id).labels if edits is None else edits
+        keys = [z for z in range(edits.shape[2]) if edits[:, :, z].any()]
+        if not keys:
+            raise UserError("label at least one slice of this volume before propagating")
+        return keys
+
+    def propagate_case(self, case_id: str, state) -> str:
+        """Replace the case's prediction with its edits propagated by SAM2's memory (a job's work)."""
+        item, image = self.case(case_id), self.image(case_id)
+        edits = np.array(self.edits(case_id).labels, copy=True)  # edits may go on while it runs
+        keys = self.propagation_keys(case_id, edits)
+        state.update(phase="propagating")
+        labels = self.propagator.propagate(
+            image, edits, keys, on_step=lambda done, total, what: state.update(done=done, total=total,
+                                                                         message=f"propagating {what}"))
+        self.predictions.put(item.key, labels)
+        return f"propagated slice(s) {', '.join(map(str, keys))} through {image.slices} slices"
 
     def write_training_labels(self, plan: TrainingPlan, folder: Path):
         return write_labels(self, plan.cases, folder)

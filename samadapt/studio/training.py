@@ -27,7 +27,7 @@ class JobState:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.serial = 0
-        self.value = {"status": "idle", "phase": "", "done": 0, "total": 0, "message": "", "round": 0}
+        self.value = {"status": "idle", "job": "", "phase": "", "done": 0, "total": 0, "message": "", "round": 0}
 
     def update(self, **fields) -> None:
         with self.changed:
@@ -59,7 +59,7 @@ def epoch_progress(state: JobState, epochs: int):
 
 
 class Trainer:
-    """Runs one training round at a time for a `samadapt.studio.session.Studio`."""
+    """Runs one job at a time (a training round or a propagation) for a `samadapt.studio.session.Studio`."""
 
     def __init__(self, studio, debug: bool = False):
         self.studio, self.debug = studio, debug
@@ -71,25 +71,33 @@ class Trainer:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, epochs: int) -> None:
-        if self.running:
-            raise UserError("training is already running")
+        """A training round: the decoder trains on the labelled slices, then every slice is predicted."""
         plan = self.studio.training_plan()  # bad state (no labels) answers the request, not the thread
         round_number = self.state.snapshot()[1]["round"] + 1
-        self.state.update(status="running", phase="preparing", done=0, total=0, message="", round=round_number)
-        self._thread = threading.Thread(target=self._run, args=(plan, epochs, round_number), daemon=True,
-                                        name="studio-training")
+        self._launch("train", lambda: self._round(plan, epochs, round_number), round=round_number)
+
+    def start_propagation(self, case_id: str) -> None:
+        """SAM2's memory carries one volume's edited slices through its other slices."""
+        self.studio.propagation_keys(case_id)  # bad state answers the request, not the thread
+        self._launch("propagate", lambda: self.studio.propagate_case(case_id, self.state), case=case_id)
+
+    def _launch(self, job: str, work, **fields) -> None:
+        if self.running:
+            raise UserError(f"{self.state.snapshot()[1]['job']} is already running")
+        self.state.update(status="running", job=job, phase="preparing", done=0, total=0, message="", **fields)
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name=f"studio-{job}")
         self._thread.start()
 
-    def _run(self, plan, epochs: int, round_number: int) -> None:
+    def _run(self, work) -> None:
+        """`work()` returns the closing message; a `UserError` is the job's one-line failure."""
         self.studio.wait_until_warm()
         import torch
 
         started = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
-                predicted = self._round(plan, epochs, round_number)
-            self.state.update(status="done", phase="done", message=f"predicted {predicted} slices in "
-                              f"{time.perf_counter() - started:.1f} s")
+                message = work()
+            self.state.update(status="done", phase="done", message=f"{message} in {time.perf_counter() - started:.1f} s")
         except UserError as exc:
             self.state.update(status="failed", phase="failed", message=str(exc))
         except Exception as exc:  # a bug: one line for the browser, the traceback only with --debug
@@ -97,7 +105,7 @@ class Trainer:
                 traceback.print_exc()
             self.state.update(status="failed", phase="failed", message=f"internal error: {type(exc).__name__}: {exc}")
 
-    def _round(self, plan, epochs: int, round_number: int) -> int:
+    def _round(self, plan, epochs: int, round_number: int) -> str:
         from samadapt.fewshot.cache import build_cache
         from samadapt.fewshot.config import FewShotConfig
         from samadapt.fewshot.items import case_items
@@ -121,7 +129,7 @@ class Trainer:
         model = copy.deepcopy(studio.prompter.model)
         train_fewshot(support, studio.classes, work / "cache", run_dir, config, progress=False,
                       callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio", model=model)
-        return self._predict_all(run_dir, work / "cache", targets, model)
+        return f"predicted {self._predict_all(run_dir, work / 'cache', targets, model)} slices"
 
     def _predict_all(self, run_dir: Path, cache_dir: Path, targets, model) -> int:
         from samadapt.fewshot.cache import FeatureCache

@@ -1,6 +1,6 @@
 """A scripted session in a real browser (Playwright driving Debian's Chromium, headless) against
 the real server process: open a phantom volume, paint on one slice, fill a polygon on another, SAM2 click on a third, train,
-see the prediction on a slice never labelled, export, reload and find the edits kept."""
+see the prediction on a slice never labelled, propagate the labelled slices with SAM2's memory, export, reload and find the edits kept."""
 
 from __future__ import annotations
 
@@ -92,6 +92,12 @@ def test_a_session_in_the_browser(browser, folder, request):
             page.wait_for_function("window.studioState.plane === 'coronal' && "
                                    "document.querySelector('#status').dataset.state === 'ready'")
             page.screenshot(path=str(DOCS_IMG / "studio-coronal.png"))
+
+        page.click("#propagate")  # SAM2's memory from the labelled slices 2, 4, 6 through the volume
+        page.wait_for_function("document.querySelector('#train-status').textContent.includes('propagated')",
+                               timeout=120000)
+        assert page.locator("#train-status").get_attribute("data-status") == "done"
+        assert page.evaluate("window.studioState.layers.prediction !== null")
 
         page.click("#export")
         page.wait_for_function("document.querySelector('#export-status').dataset.status === 'done'")

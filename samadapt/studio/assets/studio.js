@@ -74,6 +74,7 @@ async function openCase(id) {
   $("wl-low").value = 0; $("wl-high").value = 1000;
   for (const option of $("plane").options) option.disabled = !(option.value in S.info.planes);
   S.plane = "axial"; $("plane").value = "axial";
+  $("propagate").disabled = S.info.dims !== "3d";
   setPlaneRange(Math.floor(S.info.planes.axial / 2));
   await loadSlice(true);
 }
@@ -267,8 +268,11 @@ canvas.addEventListener("wheel", (event) => {
 }, {passive: false});
 
 // ---------------------------------------------------------------------------------- training
-async function train() {
-  try { await api("/api/train", {method: "POST", body: "{}", headers: {"Content-Type": "application/json"}}); }
+async function train() { await runJob("/api/train", "{}"); }
+async function propagate() { await runJob(caseUrl("/propagate"), null); }
+// Start a job (a training round or a propagation) and follow it until it ends, then reload the slice.
+async function runJob(url, body) {
+  try { await api(url, {method: "POST", body, headers: body ? {"Content-Type": "application/json"} : {}}); }
   catch (error) { showTraining({status: "failed", message: error.message, done: 0, total: 1}); return; }
   const events = new EventSource("/api/train/events");
   events.onmessage = async (message) => {
@@ -318,6 +322,7 @@ $("accept").onclick = () => acceptMask(S.candidate, false);
 $("accept-prediction").onclick = () => acceptMask(S.layers.prediction, true);
 $("clear-prompt").onclick = () => { S.candidate = null; S.points = []; S.box = null; $("accept").disabled = true; draw(); };
 $("train").onclick = train;
+$("propagate").onclick = propagate;
 $("export").onclick = exportLabels;
 $("upload").onchange = () => { if ($("upload").files.length) upload($("upload").files[0]); };
 window.addEventListener("keydown", (e) => {
