@@ -4,7 +4,7 @@ frames and prompt, same outputs.
 Per size: Meta's predictor (the test-only `sam2` package, Hiera-T SAM2.1, random weights with the
 object kept present so every slice is tracked) and samadapt's propagation (the weights loaded from
 Meta's state dict through `samadapt.modeling.sam2_video`, fast encoder as `samadapt propagate` runs
-it) segment the same N slices from a mask on the middle slice, forward then backward, in
+it, in fp32 and with `--precision bf16`) segment the same N slices from a mask on the middle slice, forward then backward, in
 interleaved rounds (Meta, ours, Meta, ours, ...) so that a load change on the shared machine hits
 both alike. Reported: slices per CPU second (one thread: what the work costs whatever else shares
 the machine) and per wall second (medians), the speed ratios (medians of per-round ratios),
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from benchmarks.common import print_table, write_result
 
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+PRECISIONS = ("fp32", "bf16")  # samadapt propagate --precision
 STD = 0.05
 RSS_SIZE = 256
 
@@ -57,12 +58,13 @@ def meta_predictor(size: int, seed: int = 0):
     return predictor.eval()
 
 
-def ours_from(predictor, size: int, folder: Path):
+def ours_from(predictor, size: int, folder: Path, precision: str = "fp32"):
     from samadapt.modeling.sam2_video import accelerate_memory_model, load_memory_model
 
     checkpoint = folder / f"meta_{size}.pt"
     torch.save({"model": predictor.state_dict()}, checkpoint)
-    return accelerate_memory_model(load_memory_model(weights=checkpoint, image_size=size), fast=True), checkpoint
+    model = load_memory_model(weights=checkpoint, image_size=size)
+    return accelerate_memory_model(model, fast=True, precision=precision), checkpoint
 
 
 def inputs(size: int, slices: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -113,27 +115,34 @@ def agreement(ours: dict, meta: dict) -> dict:
             "same_slices": sorted(ours) == sorted(meta)}
 
 
-def compare_speed(size: int, slices: int, rounds: int, folder: Path) -> dict:
+def compare_speed(size: int, slices: int, rounds: int, folder: Path) -> list[dict]:
+    """One row per samadapt precision (fp32: the default; bf16: `--precision bf16`), all timed in
+    the same interleaved rounds against the same Meta runs."""
     predictor = meta_predictor(size)
-    ours, _ = ours_from(predictor, size, folder)
+    ours = {precision: ours_from(predictor, size, folder, precision)[0] for precision in PRECISIONS}
     frames, mask, key = inputs(size, slices)
-    check = agreement(run_ours(ours, frames, mask, key), run_meta(predictor, frames, mask, key))  # also warm-up
-    times = {"meta": [], "ours": []}  # (CPU seconds, wall seconds) per round
+    meta_out = run_meta(predictor, frames, mask, key)  # also the warm-up
+    checks = {p: agreement(run_ours(model, frames, mask, key), meta_out) for p, model in ours.items()}
+    times = {name: [] for name in ("meta", *ours)}  # (CPU seconds, wall seconds) per round
     for _ in range(rounds):
-        for name, fn in (("meta", lambda: run_meta(predictor, frames, mask, key)),
-                         ("ours", lambda: run_ours(ours, frames, mask, key))):
+        runs = [("meta", lambda: run_meta(predictor, frames, mask, key))]
+        runs += [(p, lambda model=model: run_ours(model, frames, mask, key)) for p, model in ours.items()]
+        for name, fn in runs:
             cpu, wall = time.process_time(), time.perf_counter()
             fn()
             times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
     # the key slice is visited by both passes in both implementations: N + 1 slice steps
     steps = slices + 1
-    row = {"size": size, "slices": slices, "rounds": rounds}
-    for clock, i in (("cpu", 0), ("wall", 1)):
-        meta, mine = [t[i] for t in times["meta"]], [t[i] for t in times["ours"]]
-        row.update({f"meta_slices_per_{clock}_s": steps / statistics.median(meta),
-                    f"ours_slices_per_{clock}_s": steps / statistics.median(mine),
-                    f"speedup_{clock}": statistics.median(m / o for m, o in zip(meta, mine))})
-    return {**row, "meta_s": times["meta"], "ours_s": times["ours"], **check}
+    rows = []
+    for precision in ours:
+        row = {"size": size, "precision": precision, "slices": slices, "rounds": rounds}
+        for clock, i in (("cpu", 0), ("wall", 1)):
+            meta, mine = [t[i] for t in times["meta"]], [t[i] for t in times[precision]]
+            row.update({f"meta_slices_per_{clock}_s": steps / statistics.median(meta),
+                        f"ours_slices_per_{clock}_s": steps / statistics.median(mine),
+                        f"speedup_{clock}": statistics.median(m / o for m, o in zip(meta, mine))})
+        rows.append({**row, "meta_s": times["meta"], "ours_s": times[precision], **checks[precision]})
+    return rows
 
 
 # ---------------------------------------------------------------------------------- peak RSS
@@ -204,11 +213,11 @@ def run(quick: bool = False) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        speed = [compare_speed(size, slices, rounds, folder) for size, slices, rounds in sizes]
+        speed = [row for size, slices, rounds in sizes for row in compare_speed(size, slices, rounds, folder)]
         rss = peak_rss(50 if quick else 200, folder)
     load_after = os.getloadavg()
     print_table("propagation, 1 thread: slices per CPU second and per wall second (samadapt vs Meta SAM2VideoPredictor)",
-                [{k: r[k] for k in ("size", "slices", "meta_slices_per_cpu_s", "ours_slices_per_cpu_s", "speedup_cpu",
+                [{k: r[k] for k in ("size", "precision", "slices", "meta_slices_per_cpu_s", "ours_slices_per_cpu_s", "speedup_cpu",
                                     "speedup_wall", "min_mask_iou", "max_rel_error")} for r in speed])
     print_table("peak RSS (fresh process each)", rss)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs)")

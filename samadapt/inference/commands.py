@@ -15,6 +15,9 @@ from samadapt.options import config_option
 PREDICT_INIT = ("random", "sam2", "hf", "ckpt")
 DEFAULT_MODEL = "sam2-hiera-tiny"
 BACKENDS = ("torch", "onnxruntime")
+# shared by predict and propagate (one option, one default)
+FAST_OPTION = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model).")
+PRECISION_OPTION = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (faster on CPUs with bf16 units, less exact; docs/benchmarks.md has both measured).")
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +34,9 @@ def predict(
     box: tuple[float, float, float, float] | None = typer.Option(None, "--box", metavar="X0 Y0 X1 Y1", help="Box prompt: four separate numbers in image pixels, e.g. --box 40 60 200 220."),
     point: tuple[float, float] | None = typer.Option(None, "--point", metavar="X Y", help="Positive point prompt: two separate numbers in image pixels, e.g. --point 120 140."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
-    fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
+    fast: bool = FAST_OPTION,
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also torch.compile the fast encoder (minutes of compiling first; pays off only on many images)."),
-    precision: str = typer.Option("fp32", "--precision", help="Fast encoder arithmetic: fp32 (same outputs within 1e-4) or bf16 (faster on CPUs with bf16 units, less exact; docs/benchmarks.md has both measured)."),
+    precision: str = PRECISION_OPTION,
     backend: str = typer.Option("torch", "--backend", help="torch, or onnxruntime: --model is then a folder from `samadapt export --format onnx`."),
 ) -> None:
     """Segment images with SAM2/SAM: writes a mask PNG (same size as the input) and an overlay per image."""
@@ -46,7 +49,6 @@ def predict(
     from samadapt.errors import UserError
     from samadapt.finetune.runs import is_run_dir
     from samadapt.inference.predict import Prompt, check_inputs, collect_images, run_predict
-    from samadapt.modeling.fast.encoder import PRECISIONS
     from samadapt.modeling.sources import parse_init
 
     if threads is not None and threads < 1:
@@ -55,10 +57,7 @@ def predict(
         torch.set_num_threads(threads)
     if image_size is not None and image_size <= 0:
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "fp32" and not fast:
-        raise UserError(f"--precision {precision} needs the fast encoder: drop --no-fast")
+    _check_precision(precision, fast)
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r}: choose {', '.join(BACKENDS)}")
     source = parse_init(init, PREDICT_INIT, command="predict")
@@ -198,7 +197,8 @@ def propagate(
     image_size: int | None = config_option(PropagateConfig, "image_size", help="Model input size in pixels (default: the checkpoint's, else 1024)."),
     stop_when_absent: bool = typer.Option(PropagateConfig.stop_when_absent, "--stop-when-absent/--keep-tracking", help="Stop an object, in each direction, on the first slice its object score calls empty (until its next key slice); --keep-tracking follows it to the ends as SAM2 does."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
-    fast: bool = typer.Option(True, "--fast/--no-fast", help="Fast SAM2 encoder (same outputs within 1e-4; --no-fast: the plain model)."),
+    fast: bool = FAST_OPTION,
+    precision: str = PRECISION_OPTION,
 ) -> None:
     """Segment a volume from a few prompted slices with SAM2's memory: forward and backward from the key slices."""
     import contextlib
@@ -217,6 +217,7 @@ def propagate(
     config.validate()
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
+    _check_precision(precision, fast)
     source = parse_init(init, PROPAGATE_INIT, command="propagate",
                         reasons={"mae": "an MAE run holds an encoder, not SAM2's memory"})
     if model is not None and Path(model).is_dir():
@@ -242,7 +243,7 @@ def propagate(
     # a label volume is one file, replaced atomically
     holder = run_folder(out, inputs=[input]) if stack.volume is None else contextlib.nullcontext()
     with holder:
-        net = _load_memory_model(model, source, image_size, fast)
+        net = _load_memory_model(model, source, image_size, fast, precision)
         start = time.perf_counter()
         result = segment_stack(net, stack, prompts, label_slices, stop_when_absent=stop_when_absent,
                                progress=_progress_bar)
@@ -268,7 +269,17 @@ def _whole_slices(values, option: str) -> list[tuple]:
     return out
 
 
-def _load_memory_model(model: str | None, source, image_size: int | None, fast: bool):
+def _check_precision(precision: str, fast: bool) -> None:
+    from samadapt.errors import UserError
+    from samadapt.modeling.fast.encoder import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not fast:
+        raise UserError(f"--precision {precision} needs the fast encoder: drop --no-fast")
+
+
+def _load_memory_model(model: str | None, source, image_size: int | None, fast: bool, precision: str):
     """SAM2 with its memory from `--model`/`--init`, on the fast encoder unless `fast` is False;
     random weights are announced on stderr."""
     from samadapt.modeling.sam2_video import accelerate_memory_model, load_memory_model
@@ -278,7 +289,7 @@ def _load_memory_model(model: str | None, source, image_size: int | None, fast: 
     net = load_memory_model(model or (None if weights else DEFAULT_MEMORY_MODEL), weights, image_size)
     if weights is None:
         warn_random_weights(net.name, "the masks")
-    return accelerate_memory_model(net, fast=fast)
+    return accelerate_memory_model(net, fast=fast, precision=precision)
 
 
 def _progress_bar(iterable, total: int, what: str):

@@ -80,6 +80,10 @@ CASES = [
          "--init ckpt:ckpt_small", "ckpt_small: model has no memory weights"),
     Case("propagate-mae-init", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz --init mae:fa",
          "an MAE run holds an encoder, not SAM2's memory"),
+    Case("propagate-bf16-without-the-fast-encoder", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz "
+         "--precision bf16 --no-fast", "--precision bf16 needs the fast encoder"),
+    Case("propagate-unknown-precision", f"propagate --input {VOL} --box 3 2 2 20 20 --out seg.nii.gz --precision fp16",
+         "--precision fp16: expected one of"),
     Case("propagate-no-prompt", f"propagate --input {VOL} --out seg.nii.gz", "no prompt"),
     Case("propagate-negative-points-only", f"propagate --input {VOL} --point 3 5 5 0 --out seg.nii.gz",
          "slice 3 has only negative points"),
