@@ -213,3 +213,13 @@ def _undo(out: Path, top: Path | None, had_lock_file: bool, had_marker: bool, ti
         (out / LOCK_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         os.utime(out, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def train_in_run_folder(out: str | Path, inputs: Iterable[str | Path | None], train) -> dict:
+    """`train()` (a training command's work, returning its summary) while holding `out`; an
+    interrupted run's folder stays marked incomplete: consistent and resumable, not a result."""
+    with run_folder(out, inputs=inputs) as folder:
+        summary = train()
+        if summary["status"] == "interrupted":
+            folder.keep_incomplete()
+    return summary

@@ -116,7 +116,7 @@ def train(
 
     from samadapt.cli import relaunch_on_devices
     from samadapt.engine.provenance import check_resume_inputs, input_hashes
-    from samadapt.engine.run_folder import dataset_inputs, run_folder
+    from samadapt.engine.run_folder import dataset_inputs, train_in_run_folder
     from samadapt.fewshot.train import train_fewshot
     from samadapt.outcome import finish_training
 
@@ -127,14 +127,14 @@ def train(
                            background_prototypes=background_prototypes)
     config.validate()  # a bad value fails before the data is read
     dataset, cases = _cases(data, splits, "train", fold)
-    with run_folder(out, inputs=[*dataset_inputs(data), cache_dir]) as folder:
+    def train():
         if resume:
             check_resume_inputs(out, splits=splits, data=data, cache=cache_dir)
-        summary = train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
-                                image_size=image_size, dataset_name=dataset.name, resume=resume,
-                                inputs=input_hashes(splits=splits, data=data, cache=cache_dir))
-        if summary["status"] == "interrupted":
-            folder.keep_incomplete()
+        return train_fewshot(cases, dataset.class_names, cache_dir, out, config, model_name=model,
+                             image_size=image_size, dataset_name=dataset.name, resume=resume,
+                             inputs=input_hashes(splits=splits, data=data, cache=cache_dir))
+
+    summary = train_in_run_folder(out, [*dataset_inputs(data), cache_dir], train)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"shots: {', '.join(summary['support']['items'])}")
     finish_training(summary, out, ["fewshot", "predict", "--model", out, "--input", "IMAGES",

@@ -70,7 +70,7 @@ def finetune(
     import torch
 
     from samadapt.cli import relaunch_on_devices
-    from samadapt.engine.run_folder import dataset_inputs, run_folder
+    from samadapt.engine.run_folder import dataset_inputs, train_in_run_folder
     from samadapt.finetune.training import finetune as run_finetune
     from samadapt.outcome import finish_training
 
@@ -89,10 +89,7 @@ def finetune(
         keep=keep, precision=precision, num_workers=workers, resume=resume,
     )
     config.validate()
-    with run_folder(out, inputs=[*dataset_inputs(data), splits]) as folder:
-        result = run_finetune(config)
-        if result["status"] == "interrupted":
-            folder.keep_incomplete()
+    result = train_in_run_folder(out, [*dataset_inputs(data), splits], lambda: run_finetune(config))
     finish_training(result, out, ["evaluate", "--model", out, "--data", data, "--splits", splits,
                                   "--part", _scored_part(splits)], epochs=epochs)
 
@@ -209,7 +206,7 @@ def finetune_memory(
     """Train SAM2's memory path (image encoder frozen) on clips of consecutive slices prompted on a key slice."""
     import torch
 
-    from samadapt.engine.run_folder import dataset_inputs, run_folder
+    from samadapt.engine.run_folder import dataset_inputs, train_in_run_folder
     from samadapt.errors import UserError
     from samadapt.finetune.memory_training import train_memory
     from samadapt.outcome import finish_training
@@ -224,9 +221,6 @@ def finetune_memory(
         weight_decay=weight_decay, grad_clip=grad_clip, repeat=repeat, seed=seed, keep=keep, resume=resume,
     )
     config.validate()
-    with run_folder(out, inputs=[*dataset_inputs(data), splits]) as folder:
-        result = train_memory(config)
-        if result["status"] == "interrupted":
-            folder.keep_incomplete()
+    result = train_in_run_folder(out, [*dataset_inputs(data), splits], lambda: train_memory(config))
     finish_training(result, out, ["propagate", "--init", f"ckpt:{out}", "--input", "VOLUME", "--labels", "KEY_LABELS",
                                   "--out", "SEGMENTATION.nii.gz"], epochs=epochs)

@@ -44,7 +44,7 @@ def pretrain(
     The result, OUT/encoder, is a samadapt checkpoint; fine-tune from it with `--init mae:OUT`.
     """
     from samadapt.cli import relaunch_on_devices
-    from samadapt.engine.run_folder import dataset_inputs, run_folder
+    from samadapt.engine.run_folder import dataset_inputs, train_in_run_folder
     from samadapt.errors import UserError
     from samadapt.modeling.sources import parse_init
     from samadapt.outcome import finish_training
@@ -65,10 +65,8 @@ def pretrain(
         warmup_epochs=warmup_epochs, grad_clip=grad_clip, grad_accumulation=grad_accumulation, seed=seed, checkpoint_every=checkpoint_every,
         recon_every=recon_every, num_workers=workers,
     )
-    with run_folder(out, inputs=[p for d in data for p in dataset_inputs(d)]) as folder:
-        summary = run_pretrain(config, resume=resume)
-        if summary["status"] == "interrupted":
-            folder.keep_incomplete()
+    summary = train_in_run_folder(out, [p for d in data for p in dataset_inputs(d)],
+                                  lambda: run_pretrain(config, resume=resume))
     # fine-tuning needs labelled data, which pre-training never saw: those two stay for the user to fill in
     variant = [] if model == PretrainConfig.model else ["--model", model]
     finish_training(summary, out, ["finetune", "--data", "LABELLED_DATA", "--splits", "SPLITS_JSON", *variant,
