@@ -17,7 +17,7 @@ Example::
     def validate_fn(model):          # gets the plain (unwrapped) model in eval mode, no grad
         return {"val_dice": evaluate(model, val_loader)}
 
-    optimizer = torch.optim.AdamW(adamw_param_groups(model, lr=1e-4, weight_decay=0.05))
+    optimizer = adamw(adamw_param_groups(model, lr=1e-4, weight_decay=0.05))
     trainer = Trainer(
         model, step_fn, optimizer, TrainData(train_dataset, batch_size=8), run_dir="runs/ft1",
         schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=total // 20),

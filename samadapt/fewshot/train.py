@@ -175,7 +175,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     `model`: the cache's frozen model, already built (`build_frozen_model` with the cache's weights),
     to train in place instead of building it again (building takes seconds on a CPU)."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
-    from samadapt.engine.schedule import adamw_param_groups, cosine_with_warmup
+    from samadapt.engine.schedule import adamw, adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
     from samadapt.modeling.model_folder import save_model_folder
 
@@ -194,7 +194,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
     segmenter = FewShotSegmenter(sam)
     with torch.no_grad():
         support.positions = sam.dense_positional_encoding(1)[0].detach().clone()
-    optimizer = torch.optim.AdamW(adamw_param_groups(segmenter, config.lr, config.weight_decay))
+    optimizer = adamw(adamw_param_groups(segmenter, config.lr, config.weight_decay))
     run_dir = Path(run_dir)
     meta = {"fewshot": asdict(config), "cache_model": identity.to_dict(), "classes": classes,
             "support": [i.item_id for i in items]}

@@ -115,13 +115,13 @@ def _prepare_clips(config: MemoryTrainConfig):
 
 
 def _build_trainer(config: MemoryTrainConfig, model, train_clips, val_clips, out: Path):
-    from samadapt.engine.schedule import cosine_with_warmup
+    from samadapt.engine.schedule import adamw, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer, Validation
     from samadapt.finetune.losses import parse_loss
     from samadapt.finetune.memory_clips import collate_clips
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(trainable, lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, len(train_clips))
     return Trainer(
         model, memory_step_fn(parse_loss("dice+bce"), config.prompt), optimizer,

@@ -117,6 +117,7 @@ def finetune(config: FinetuneConfig) -> dict:
     from samadapt.data.check import require_readable
     from samadapt.engine.distributed import seed_everything
     from samadapt.engine.provenance import check_resume_inputs, record_inputs
+    from samadapt.engine.schedule import adamw
     from samadapt.finetune.losses import parse_loss
     from samadapt.finetune.runs import save_run_model
 
@@ -133,7 +134,7 @@ def finetune(config: FinetuneConfig) -> dict:
     model, provenance = build_finetune_model(config, classes)
     counts = model.configure_trainable(config.train, config.freeze_stages)
     groups = model.param_groups(recipe.lr, recipe.encoder_lr, config.weight_decay, recipe.layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = adamw(groups, lr=config.lr)
     augment, train_data, val_loader = _build_datasets(config, train_cases, val_cases, classes)
     step_fn = segmentation_step_fn(loss_fn, len(classes), config.prompt, config.presence)
     validate_fn = lambda net: validation_dice(net, val_loader, len(classes), config.prompt)  # noqa: E731

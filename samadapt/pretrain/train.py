@@ -86,18 +86,10 @@ def build_mae(config: PretrainConfig):
 
 
 def make_optimizer(module, lr: float, weight_decay: float):
-    """AdamW (betas 0.9/0.95 as in MAE), no decay on biases, norms and embeddings. The fused kernel
-    when available: on a CPU it makes the optimiser step several times cheaper (docs/mae.md,
-    "Speed"), which matters once the sparse encoder has made forward and backward small."""
-    import torch
+    """AdamW (betas 0.9/0.95 as in MAE), no decay on biases, norms and embeddings."""
+    from samadapt.engine.schedule import adamw, adamw_param_groups
 
-    from samadapt.engine.schedule import adamw_param_groups
-
-    groups = adamw_param_groups(module, lr, weight_decay)
-    try:
-        return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=True)
-    except (RuntimeError, TypeError, ValueError):  # a device or dtype the fused kernel lacks
-        return torch.optim.AdamW(groups, betas=(0.9, 0.95))
+    return adamw(adamw_param_groups(module, lr, weight_decay), betas=(0.9, 0.95))
 
 
 def run_pretrain(config: PretrainConfig, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
