@@ -54,8 +54,8 @@ def _tensor_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _from_hf_keys(sd: dict[str, torch.Tensor], path: Path, source_format: str) -> LoadedWeights:
-    """A transformers-named state dict: drop known video-only keys, fill in the tied copy."""
+def _split_video_only(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(the image model's tensors, the names of the video-only ones) of a transformers-named state dict."""
     video_only = [re.compile(p) for p in HF_VIDEO_ONLY]
     state, unused = {}, []
     for key, value in sd.items():
@@ -63,6 +63,12 @@ def _from_hf_keys(sd: dict[str, torch.Tensor], path: Path, source_format: str) -
             unused.append(key)
         else:
             state[key] = value
+    return state, unused
+
+
+def _from_hf_keys(sd: dict[str, torch.Tensor], path: Path, source_format: str) -> LoadedWeights:
+    """A transformers-named state dict: drop known video-only keys, fill in the tied copy."""
+    state, unused = _split_video_only(sd)
     for a, b in (_POSITIONAL, _POSITIONAL[::-1]):
         # transformers may save only one of the two tied copies of the Fourier matrix
         if a in state and b not in state:
@@ -109,7 +115,12 @@ def read_weights(path: str | Path) -> LoadedWeights:
             from samadapt.engine.run_folder import refuse_incomplete
 
             refuse_incomplete(path, "model folder")
-            return read_model_folder_weights(path)
+            loaded = read_model_folder_weights(path)
+            if read_metadata(path).get("extra_config", {}).get("memory"):
+                # a `finetune-memory` run: image models take its image half (its encoder and the
+                # decoder it trained), as they take a Meta checkpoint's
+                loaded.state_dict, loaded.unused = _split_video_only(loaded.state_dict)
+            return loaded
         config_file, weights_file = path / "config.json", path / "model.safetensors"
         if config_file.is_file() and weights_file.is_file():
             try:

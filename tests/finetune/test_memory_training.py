@@ -112,6 +112,11 @@ def test_a_run_resumes_and_propagate_loads_its_model(volumes, tmp_path, capsys):
 
     loaded = load_memory_model(weights=run / "model")  # strict: every key of the video model
     assert (loaded.name, loaded.image_size) == ("sam2.1-hiera-tiny", SIZE)
+    from samadapt.modeling.loading import load_model
+
+    image_model = load_model(weights=run / "model")  # a few-shot cache takes the image half
+    trained = loaded.hf.mask_decoder.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in image_model.hf.mask_decoder.state_dict().items())
 
     image = Path(volumes[0]).parent / "images" / "A0001.nii.gz"
     labels = np.asarray(nib.load(str(Path(volumes[0]).parent / "masks" / "A0001.nii.gz")).dataobj).astype(np.uint8)
