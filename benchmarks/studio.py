@@ -67,7 +67,7 @@ def measure_round(size: int, depth: int, image_size: int, epochs: int) -> dict:
 
         def record(**fields):
             if "phase" in fields:
-                marks.append((fields["phase"], time.perf_counter()))
+                marks.append((fields["phase"], time.perf_counter(), time.process_time()))
             update(**fields)
 
         studio.trainer.state.update = record
@@ -77,17 +77,22 @@ def measure_round(size: int, depth: int, image_size: int, epochs: int) -> dict:
         state = studio.trainer.state.snapshot()[1]
         if state["status"] != "done":
             raise RuntimeError(f"training round failed: {state['message']}")
-        starts = {}
-        for phase, when in marks:
+        starts, cpu_starts = {}, {}
+        for phase, when, cpu in marks:
             starts.setdefault(phase, when)
+            cpu_starts.setdefault(phase, cpu)
         cache = starts["training"] - starts["caching"]
         train = starts["predicting"] - starts["training"]
         predict = starts["done"] - starts["predicting"]
+        # the process's CPU time over training + prediction: the round's own work, whatever the load
+        # (one torch thread; the benchmark's main thread only polls)
+        round_cpu = cpu_starts["done"] - cpu_starts["training"]
         predicted = studio.predictions.get(studio.case("volume").key)
         dice = 2 * ((predicted > 0) & (truth > 0)).sum() / max(1, (predicted > 0).sum() + (truth > 0).sum())
     return {"volume": [size, size, depth], "image_size": image_size, "epochs": epochs, "labelled_slices": 3,
             "cache_s": round(cache, 2), "train_s": round(train, 2), "predict_s": round(predict, 2),
-            "train_and_predict_s": round(train + predict, 2), "dice_vs_threshold": round(float(dice), 3)}
+            "train_and_predict_s": round(train + predict, 2), "train_and_predict_cpu_s": round(round_cpu, 2),
+            "dice_vs_threshold": round(float(dice), 3)}
 
 
 def run(quick: bool = True) -> dict:
@@ -98,11 +103,13 @@ def run(quick: bool = True) -> dict:
     print(f"click -> mask at {click['image_size']} px: {click['click_ms']} ms (first click, with the encoder: "
           f"{click['first_click_s']} s)")
     print(f"3 labelled slices -> {round_['volume'][2]} slices at {round_['image_size']} px: train {round_['train_s']} s"
-          f" + predict {round_['predict_s']} s = {round_['train_and_predict_s']} s (cache {round_['cache_s']} s); "
+          f" + predict {round_['predict_s']} s = {round_['train_and_predict_s']} s wall, "
+          f"{round_['train_and_predict_cpu_s']} s CPU (cache {round_['cache_s']} s); "
           f"Dice vs the disc {round_['dice_vs_threshold']}")
     print(f"load average while measuring: {load:.1f}")
     result = {"click": click, "round": round_, "load_average_1min": round(load, 2),
               "targets_met": {"click<=150ms@512": None if quick else click["click_ms"] <= 150,
-                              "round<=10s@256x100": None if quick else round_["train_and_predict_s"] <= 10}}
+                              "round<=10s@256x100": None if quick else round_["train_and_predict_s"] <= 10,
+                              "round<=10s_cpu@256x100": None if quick else round_["train_and_predict_cpu_s"] <= 10}}
     write_result("studio", result)
     return result

@@ -167,13 +167,15 @@ def _select(features, index: torch.Tensor):
 def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_dir: str | Path,
                   config: FewShotConfig, *, model_name: str | None = None, image_size: int | None = None,
                   dataset_name: str = "", progress: bool = True, resume: bool = False,
-                  inputs: dict | None = None, callbacks=(), model=None) -> dict:
+                  inputs: dict | None = None, callbacks=(), model=None,
+                  checkpoint_every_epochs: int = CHECKPOINT_EVERY_EPOCHS) -> dict:
     """Pick the shots, train decoder + prompter on their cached features, save the run. Returns a summary.
 
     `inputs`: the content of the inputs (`engine.provenance.input_hashes`), recorded in the run.
     `callbacks`: `samadapt.engine.callbacks.Callback`s the trainer calls (live progress in the studio).
     `model`: the cache's frozen model, already built (`build_frozen_model` with the cache's weights),
-    to train in place instead of building it again (building takes seconds on a CPU)."""
+    to train in place instead of building it again (building takes seconds on a CPU).
+    `checkpoint_every_epochs`: how often the training state is saved (always after the last epoch)."""
     from samadapt.engine.atomic import atomic_write_text, check_output_dir
     from samadapt.engine.schedule import adamw, adamw_param_groups, cosine_with_warmup
     from samadapt.engine.trainer import Checkpoints, Reporting, Schedule, TrainData, Trainer
@@ -203,7 +205,7 @@ def train_fewshot(support_cases, classes: list[str], cache_dir: str | Path, run_
         TrainData(list(range(len(items))), batch_size=min(config.batch_size, len(items))), run_dir=run_dir,
         schedule=Schedule(lambda opt, total: cosine_with_warmup(opt, total, warmup_steps=min(config.warmup_steps, total // 5)),
                           grad_clip=config.grad_clip or None, seed=config.seed),
-        checkpoints=Checkpoints(every_steps=None, every_epochs=CHECKPOINT_EVERY_EPOCHS, keep_last=1, resume=resume,
+        checkpoints=Checkpoints(every_steps=None, every_epochs=checkpoint_every_epochs, keep_last=1, resume=resume,
                                 meta=meta),
         reporting=Reporting(progress=progress, tensorboard=False, callbacks=tuple(callbacks), handle_signals=progress),
         ddp_kwargs={"find_unused_parameters": True})  # DDP: SAM's IoU head gets no gradient

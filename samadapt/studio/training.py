@@ -19,6 +19,8 @@ import numpy as np
 
 from samadapt.errors import UserError
 
+PREDICT_BATCH = 8  # cached slices through the decoder at once
+
 
 class JobState:
     """What the browser sees of the training job (polled or streamed as server-sent events)."""
@@ -127,8 +129,10 @@ class Trainer:
         # A copy of the prompting model (building one takes seconds): training changes its mask
         # decoder, and the clicks keep SAM2's own.
         model = copy.deepcopy(studio.prompter.model)
+        # a round is never resumed: its training state is saved once, at the end
         train_fewshot(support, studio.classes, work / "cache", run_dir, config, progress=False,
-                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio", model=model)
+                      callbacks=[epoch_progress(self.state, epochs)], dataset_name="studio", model=model,
+                      checkpoint_every_epochs=epochs)
         return f"predicted {self._predict_all(run_dir, work / 'cache', targets, model)} slices"
 
     def _predict_all(self, run_dir: Path, cache_dir: Path, targets, model) -> int:
@@ -142,24 +146,32 @@ class Trainer:
         for case in targets:
             image = self.studio.image(case.id)
             stack = np.zeros(image.stack.shape, dtype=np.uint8)
-            for index in range(image.slices):
-                item_id = case.id if case.dims != "3d" else f"{case.id}:z{index:03d}"
-                stack[:, :, index] = predict_cached(run, cache, item_id)
-                done += 1
+            items = [case.id] if case.dims != "3d" else [f"{case.id}:z{z:03d}" for z in range(image.slices)]
+            for start in range(0, len(items), PREDICT_BATCH):
+                batch = items[start:start + PREDICT_BATCH]
+                for offset, labels in enumerate(predict_cached(run, cache, batch)):
+                    stack[:, :, start + offset] = labels
+                done += len(batch)
                 self.state.update(done=done)
             self.studio.predictions.put(self.studio.case(case.id).key, stack)
         return done
 
 
-def predict_cached(run, cache, item_id: str) -> np.ndarray:
-    """(H, W) uint8 labels of one cached item with a few-shot run (the decoder only)."""
+def predict_cached(run, cache, item_ids: list[str]) -> list[np.ndarray]:
+    """(H, W) uint8 labels of cached items with a few-shot run (the decoder only, one batch)."""
     import torch
 
     from samadapt.data.preprocess import Letterbox, restore_logits
     from samadapt.modeling.fewshot_segmenter import labels_from_logits
+    from samadapt.modeling.segment_anything import ImageFeatures
 
-    entry = cache.entry(item_id)
-    box = Letterbox(tuple(entry["original_hw"]), tuple(entry["resized_hw"]), cache.identity.image_size)
+    features = [cache.load(i).as_dict() for i in item_ids]
+    batch = ImageFeatures.from_dict({k: torch.cat([f[k] for f in features]) for k in features[0]})
+    size, out = cache.identity.image_size, []
     with torch.inference_mode():
-        logits = run.segmenter(cache.load(item_id), run.prototypes)  # (1, C, S/4, S/4)
-        return labels_from_logits(restore_logits(logits[0], box)).to(torch.uint8).numpy()
+        logits = run.segmenter(batch, run.prototypes)  # (B, C, S/4, S/4)
+    for item_id, item_logits in zip(item_ids, logits):
+        entry = cache.entry(item_id)
+        box = Letterbox(tuple(entry["original_hw"]), tuple(entry["resized_hw"]), size)
+        out.append(labels_from_logits(restore_logits(item_logits, box)).to(torch.uint8).numpy())
+    return out
