@@ -189,7 +189,7 @@ def finetune_memory(
     fold: int = config_option(MemoryTrainConfig, "fold", help="Cross-validation fold to train (its val part validates)."),
     model: str | None = config_option(MemoryTrainConfig, "model", "-m", help=f"SAM2/SAM2.1 variant (see `samadapt models`; default: the variant of the --init weights, else {MEMORY_MODEL})."),
     image_size: int = config_option(MemoryTrainConfig, "image_size", help="Model input size in pixels."),
-    init: str = config_option(MemoryTrainConfig, "init", help=init_help(MEMORY_INIT) + " The weights must include SAM2's memory; ckpt:RUN continues from a finetune-memory run."),
+    init: str = config_option(MemoryTrainConfig, "init", help=init_help(MEMORY_INIT) + " The weights must include SAM2's memory; ckpt:RUN continues from a finetune-memory run; mae:RUN starts from an MAE run's encoder with a random memory half."),
     clip_length: int = config_option(MemoryTrainConfig, "clip_length", help="Consecutive slices per clip, the first one prompted (at least 2)."),
     prompt: str = config_option(MemoryTrainConfig, "prompt", help="Prompt on each clip's key slice: mask (its reference mask) or box (the mask's bounding box)."),
     epochs: int = config_option(MemoryTrainConfig, "epochs"),

@@ -12,8 +12,9 @@ from samadapt.options import check_all_finite, check_at_least, check_choice, che
 
 # the prompt on each clip's key slice: the reference mask there, or its bounding box
 CLIP_PROMPTS = ("mask", "box")
-# what --init may name: weights that hold SAM2's memory (or random); an MAE run is an encoder only
-MEMORY_INIT = ("random", "sam2", "hf", "ckpt")
+# what --init may name: weights that hold SAM2's memory, random weights, or an MAE run (its encoder
+# under a random memory half)
+MEMORY_INIT = ("random", "sam2", "hf", "ckpt", "mae")
 MEMORY_MODEL = "sam2.1-hiera-tiny"
 
 

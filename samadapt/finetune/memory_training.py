@@ -79,8 +79,15 @@ def build_memory_trainer_model(config: MemoryTrainConfig):
     from samadapt.modeling.sam2_video import load_memory_model
     from samadapt.modeling.sources import parse_init, weights_path
 
-    source = parse_init(config.init, MEMORY_INIT, command="finetune-memory",
-                        reasons={"mae": "an MAE run holds an encoder, not SAM2's memory"})
+    source = parse_init(config.init, MEMORY_INIT, command="finetune-memory")
+    if source.kind == "mae":  # MAE-SAM2 with a memory: the run's encoder, the memory half from random
+        from samadapt.finetune.init import load_mae_encoder
+        from samadapt.modeling.segment_anything import SegmentAnything
+
+        memory = load_memory_model(config.model or MEMORY_MODEL, None, config.image_size)
+        image = SegmentAnything(memory.hf, name=memory.name, family="sam2", image_size=memory.image_size)
+        mae = load_mae_encoder(image, source.path)
+        return MemoryPathTrainer(memory.hf), memory, {"init": str(source), "pretraining": mae}
     weights = weights_path(source)
     memory = load_memory_model(config.model or (None if weights else MEMORY_MODEL), weights, config.image_size)
     return MemoryPathTrainer(memory.hf), memory, {"init": str(source), **({"parent": str(weights)} if weights else {})}
@@ -91,8 +98,7 @@ def _check_settings(config: MemoryTrainConfig) -> Path:
     from samadapt.modeling.sources import parse_init
 
     config.validate()
-    parse_init(config.init, MEMORY_INIT, command="finetune-memory",
-               reasons={"mae": "an MAE run holds an encoder, not SAM2's memory"})
+    parse_init(config.init, MEMORY_INIT, command="finetune-memory")
     out = check_output_dir(config.out)
     if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise UserError(f"run folder already holds checkpoints: add {flag('resume')} or choose a new {flag('out')}", out)

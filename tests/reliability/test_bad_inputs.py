@@ -98,8 +98,8 @@ CASES = [
          "--out run --image-size 64 --init ckpt:ckpt_small", "ckpt_small: model has no memory weights"),
     Case("finetune-memory-image-only-checkpoint", "finetune-memory --data anat3d --splits anat3d/splits.json "
          "--out run --image-size 64 --init sam2:bad/sam2_image_only.pt", "checkpoint has no memory weights"),
-    Case("finetune-memory-mae-init", "finetune-memory --data anat3d --splits anat3d/splits.json --out run "
-         "--init mae:fa", "an MAE run holds an encoder, not SAM2's memory"),
+    Case("finetune-memory-mae-init-not-a-run", "finetune-memory --data anat3d --splits anat3d/splits.json --out run "
+         "--init mae:fa", "fa: not a pre-training run folder"),
     # ---------------------------------------------------------------- argument values
     Case("unknown-model", "predict --input bad/ok.png --out out --model sam3-giant", "unknown model 'sam3-giant'"),
     Case("point-outside-image", "predict --input bad/ok.png --out out --point 80 10",
