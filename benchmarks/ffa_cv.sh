@@ -36,8 +36,11 @@ SAM_LR=${SAM_LR:-1e-4}
 DECODER_LR=${DECODER_LR:-1e-3}   # mae_sam2_decoder: only the decoder and class prompts train
 LORA_LR=${LORA_LR:-5e-4}         # mae_sam2_lora: LoRA adapters on the trunk, decoder and prompts
 LORA_RANK=${LORA_RANK:-8}
+NNUNET_EPOCHS=${NNUNET_EPOCHS:-10}           # nnunet: nnU-Net v2's 2d plan, a short CPU budget
+NNUNET_ITERATIONS=${NNUNET_ITERATIONS:-25}
 # A subset trains only those (runs already done are kept). Also available: mae_sam2_decoder and
-# mae_sam2_lora, the MAE encoder fine-tuned with --train decoder / --train lora.
+# mae_sam2_lora, the MAE encoder fine-tuned with --train decoder / --train lora, and nnunet
+# (`samadapt baseline nnunet`, the nnunet extra).
 MODELS=${MODELS:-unet sam2_random mae_sam2}
 mkdir -p "$OUT"
 
@@ -80,7 +83,16 @@ train() {  # name fold extra-args...
   fi
 }
 
+nnunet() {  # fold: nnU-Net trains and predicts the held-out frames itself, then scores them like the others
+  local run="$OUT/nnunet/fold$1"
+  [[ " $MODELS " == *" nnunet "* && ! -f "$run/summary.json" ]] || return 0
+  samadapt baseline nnunet --data "$OUT/dataset.yaml" --splits "$OUT/splits.json" --fold "$1" --part val \
+    --configuration 2d --image-size "$SIZE" --epochs "$NNUNET_EPOCHS" --iterations-per-epoch "$NNUNET_ITERATIONS" \
+    --seed "$SEED" --threads "$THREADS" --out "$run"
+}
+
 for fold in $(seq 0 $((FOLDS - 1))); do
+  nnunet "$fold"
   train unet "$fold" --model unet --train all --lr 1e-3
   train sam2_random "$fold" --model sam2-hiera-tiny --init random --train "$TRAIN" --lr "$SAM_LR"
   train mae_sam2 "$fold" --model sam2-hiera-tiny --init "mae:$MAE_RUN" --train "$TRAIN" --lr "$SAM_LR"
@@ -106,7 +118,7 @@ print(f"{root.name}: {len(rows)} rows pooled")
 PY
 done
 pooled=()
-for name in sam2_random mae_sam2 mae_sam2_decoder mae_sam2_lora unet; do
+for name in sam2_random mae_sam2 mae_sam2_decoder mae_sam2_lora unet nnunet; do
   [[ " $MODELS " == *" $name "* ]] && pooled+=("$OUT/pooled/$name")
 done
 if [ ${#pooled[@]} -ge 2 ]; then
