@@ -30,6 +30,7 @@ def nnunet(
     device: str = config_option(NnunetConfig, "device", help="cpu or cuda."),
     seed: int = config_option(NnunetConfig, "seed"),
     threads: int | None = config_option(NnunetConfig, "threads", help="CPU threads for torch in nnU-Net's process."),
+    mirroring: bool = typer.Option(NnunetConfig.mirroring, "--mirroring/--no-mirroring", help="nnU-Net's mirroring augmentation and test-time mirroring (its default); --no-mirroring for classes defined by their side, e.g. left/right lung (nnU-Net flips without swapping labels)."),
     image_size: int | None = config_option(NnunetConfig, "image_size", help="2D only: resample each image so its longer side is this many pixels before nnU-Net sees it (the size the other models of a comparison train at); predictions are resampled back to each case's size. Default: native size."),
 ) -> None:
     """Train nnU-Net v2 on one fold (its own planning, preprocessing and trainer, shortened to
@@ -42,7 +43,7 @@ def nnunet(
 
     config = NnunetConfig(data=str(data), splits=str(splits), out=str(out), fold=fold, part=part,
                           configuration=configuration, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
-                          device=device, seed=seed, threads=threads, image_size=image_size)
+                          device=device, seed=seed, threads=threads, image_size=image_size, mirroring=mirroring)
     summary = run_nnunet(config)
     dice = summary["dice"]
     print_outcome(f"finished ({epochs} epochs x {iterations_per_epoch} iterations)",

@@ -37,6 +37,9 @@ class NnunetConfig:
     seed: int = 0
     threads: int | None = None
     image_size: int | None = None
+    # nnU-Net mirrors every axis in training and at test time without swapping labels: a class that
+    # is defined by its side (left/right lung) cannot be learned then; False uses its no-mirroring variant
+    mirroring: bool = True
     command: str = field(default_factory=lambda: shlex.join(["samadapt", *sys.argv[1:]]))
 
     def validate(self) -> None:

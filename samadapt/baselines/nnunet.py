@@ -168,7 +168,7 @@ def run_nnunet(config: NnunetConfig) -> dict:
         raw = write_raw_dataset(work / "raw", dataset, train, scored, n_channels, config.image_size)
         job = {"configuration": config.configuration, "epochs": config.epochs,
                "iterations_per_epoch": config.iterations_per_epoch, "device": config.device, "seed": config.seed,
-               "threads": config.threads, "train": [c.id for c in train],
+               "threads": config.threads, "mirroring": config.mirroring, "train": [c.id for c in train],
                "images_to_predict": str(raw / "imagesTs"), "predictions": str(work / "predictions")}
         job_file = work / "job.json"
         job_file.write_text(json.dumps(job, indent=1) + "\n")

@@ -6,7 +6,7 @@ them per run and never touches the caller's environment. Usage (by `baselines/nn
 
     python -m samadapt.baselines.nnunet_worker JOB.json
 
-JOB.json: {"configuration", "epochs", "iterations_per_epoch", "device", "seed", "threads",
+JOB.json: {"configuration", "epochs", "iterations_per_epoch", "device", "seed", "threads", "mirroring",
 "train": [case ids], "images_to_predict": folder, "predictions": folder}.
 Writes `done.json` (the nnU-Net plan and the training length) next to JOB.json when it finishes.
 """
@@ -22,11 +22,16 @@ from pathlib import Path
 VAL_ITERATIONS_FRACTION = 0.2
 
 
-def _short_trainer_class():
+def _short_trainer_class(mirroring: bool = True):
+    """nnU-Net's default trainer (or, without mirroring, its no-mirroring variant), with the number
+    of epochs and iterations set by the job."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+        nnUNetTrainerNoMirroring,
+    )
 
-    class nnUNetTrainerShortBudget(nnUNetTrainer):
-        """nnU-Net's default trainer with the number of epochs and iterations set by the job."""
+    class nnUNetTrainerShortBudget(nnUNetTrainer if mirroring else nnUNetTrainerNoMirroring):
+        pass
 
     return nnUNetTrainerShortBudget
 
@@ -59,7 +64,7 @@ def train(job: dict, plans: dict):
     # CPU, and batches in a seeded order. Set only now: the planner wants a count >= 1 (it sizes threads).
     os.environ["nnUNet_n_proc_DA"] = "0"
     plans = {**plans, "continue_training": False}  # what nnU-Net's own launcher adds (a fresh run)
-    trainer = _short_trainer_class()(plans, job["configuration"], "all", dataset_json, device=torch.device(job["device"]))
+    trainer = _short_trainer_class(job.get("mirroring", True))(plans, job["configuration"], "all", dataset_json, device=torch.device(job["device"]))
     trainer.num_epochs = job["epochs"]
     trainer.num_iterations_per_epoch = job["iterations_per_epoch"]
     trainer.num_val_iterations_per_epoch = max(1, round(job["iterations_per_epoch"] * VAL_ITERATIONS_FRACTION))
@@ -76,7 +81,9 @@ def predict(job: dict, trainer) -> None:
     trainer.set_deep_supervision_enabled(False)  # one output at full resolution, as nnU-Net predicts
     network = trainer.network._orig_mod if hasattr(trainer.network, "_orig_mod") else trainer.network
     network.eval()
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+    # test-time mirroring only where training mirrored (the no-mirroring trainer allows no axes)
+    mirror = trainer.inference_allowed_mirroring_axes is not None
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror,
                                 perform_everything_on_device=job["device"] == "cuda",
                                 device=torch.device(job["device"]), verbose=False, allow_tqdm=False)
     predictor.manual_initialization(network, trainer.plans_manager, trainer.configuration_manager,
@@ -105,7 +112,9 @@ def main(job_file: str) -> int:
                       **{k: plans["configurations"][job["configuration"]].get(k)
                          for k in ("patch_size", "batch_size", "spacing", "normalization_schemes")}},
             "trainer": type(trainer).__name__, "epochs": job["epochs"],
-            "iterations_per_epoch": job["iterations_per_epoch"], "fold": trainer.fold}
+            "iterations_per_epoch": job["iterations_per_epoch"], "fold": trainer.fold,
+            "mirror_axes": None if trainer.inference_allowed_mirroring_axes is None
+            else list(trainer.inference_allowed_mirroring_axes)}
     (job_path.parent / "done.json").write_text(json.dumps(done, indent=1) + "\n")
     return 0
 

@@ -96,20 +96,24 @@ def test_missing_nnunet_says_how_to_install_it(anatomy2d, tmp_path, monkeypatch,
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None, reason="nnunetv2 (extra 'nnunet') not installed")
-def test_one_short_run_trains_predicts_and_is_scored_like_any_model(anatomy2d, tmp_path, capsys):
+@pytest.mark.parametrize("mirroring", ["--mirroring", "--no-mirroring"])
+def test_one_short_run_trains_predicts_and_is_scored_like_any_model(anatomy2d, tmp_path, capsys, mirroring):
     from samadapt.data.dataset import load_dataset
     from samadapt.data.splits import load_splits, split_cases
 
     description, splits_file = anatomy2d
     run = tmp_path / "run"
     code = main(["baseline", "nnunet", "--data", str(description), "--splits", str(splits_file), "--out", str(run),
-                 "--epochs", "1", "--iterations-per-epoch", "2", "--threads", "1"])
+                 "--epochs", "1", "--iterations-per-epoch", "2", "--threads", "1", mirroring])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "nnU-Net Epoch 0" in out and "status: finished (1 epochs x 2 iterations)" in out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["nnunet"]["epochs"] == 1 and summary["nnunet"]["fold"] == "all"
     assert summary["nnunet"]["plans"]["configuration"] == "2d"
+    # nnU-Net's default mirrors both axes of a 2D image; the no-mirroring variant none, at test time too
+    assert summary["nnunet"]["mirror_axes"] == ([0, 1] if mirroring == "--mirroring" else None)
+    assert summary["config"]["mirroring"] is (mirroring == "--mirroring")
     dataset = load_dataset(description)
     test = split_cases(dataset, load_splits(splits_file, dataset), "test")
     assert sorted(p.stem for p in (run / "predictions").glob("*.png")) == sorted(c.id for c in test)
