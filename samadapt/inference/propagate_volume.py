@@ -145,9 +145,13 @@ def prompts_from_labels(path: str | Path, stack: Stack, key_slices: Sequence[int
     for z, labels in slices.items():
         if not labels.any():
             raise UserError(f"key slice {z} has no labelled pixels", path)
-    prompts = [KeyPrompt(int(c), z, mask=labels == c) for z, labels in sorted(slices.items())
-               for c in np.unique(labels) if c != 0]
-    return prompts, slices
+    return key_prompts(slices), slices
+
+
+def key_prompts(slices: dict[int, np.ndarray]) -> list[KeyPrompt]:
+    """One mask prompt per class on each key slice of {slice: (H, W) labels}."""
+    return [KeyPrompt(int(c), z, mask=labels == c) for z, labels in sorted(slices.items())
+            for c in np.unique(labels) if c != 0]
 
 
 def _check_xy(x: float, y: float, stack: Stack, what: str, inclusive: bool = False) -> None:
@@ -245,9 +249,17 @@ def segment_stack(model, stack: Stack, prompts: list[KeyPrompt], label_slices: d
     """(N, H, W) uint8 labels: each pixel takes the object with the highest positive mask logit;
     key slices given as labels come back exactly as given."""
     frames = ModelFrames(stack, model.image_size)
-    queries = [model_prompt(p, frames.box) for p in prompts]
-    labels = propagated_labels(model, frames, queries, frames.box, tuple(stack.plane),
-                               stop_when_absent=stop_when_absent, progress=progress)
+    return segment_frames(model, frames, frames.box, tuple(stack.plane), prompts, label_slices,
+                          stop_when_absent=stop_when_absent, progress=progress)
+
+
+def segment_frames(model, frames: Sequence[torch.Tensor], box: Letterbox, plane: tuple[int, int],
+                   prompts: list[KeyPrompt], label_slices: dict, *, stop_when_absent: bool = True,
+                   progress=None) -> np.ndarray:
+    """`segment_stack` on any N model-input frames (3, S, S) letterboxed by `box` from (H, W) `plane`."""
+    queries = [model_prompt(p, box) for p in prompts]
+    labels = propagated_labels(model, frames, queries, box, plane, stop_when_absent=stop_when_absent,
+                               progress=progress)
     for z, given in label_slices.items():
         labels[z] = given
     return labels

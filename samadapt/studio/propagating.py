@@ -46,19 +46,16 @@ class MemoryPropagator:
 
         from samadapt.fewshot.items import model_input
         from samadapt.fewshot.propagate import UnitFrames
-        from samadapt.inference.propagate_volume import KeyPrompt, model_prompt, propagated_labels
+        from samadapt.inference.propagate_volume import key_prompts, segment_frames
 
         units = [image.unit(z) for z in range(image.slices)]
         box = model_input(units[0], self.image_size)[1]
-        prompts = [KeyPrompt(int(c), z, mask=edits[:, :, z] == c) for z in keys
-                   for c in np.unique(edits[:, :, z]) if c]
-        model = self.model
+        given = {z: edits[:, :, z] for z in keys}
         progress = None if on_step is None else step_counter(on_step, len(units) - min(keys) + max(keys) + 1)
+        model = self.model  # built outside inference mode: its weights stay ordinary tensors
         with torch.inference_mode():
-            labels = propagated_labels(model, UnitFrames(units, self.image_size), [model_prompt(p, box) for p in prompts],
-                                       box, tuple(units[0].shape[:2]), progress=progress)  # (N, A, B)
-        for z in keys:
-            labels[z] = edits[:, :, z]
+            labels = segment_frames(model, UnitFrames(units, self.image_size), box, tuple(units[0].shape[:2]),
+                                    key_prompts(given), given, progress=progress)  # (N, A, B)
         return np.ascontiguousarray(np.moveaxis(labels, 0, -1))
 
 
