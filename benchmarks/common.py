@@ -62,6 +62,16 @@ def write_result(name: str, result: dict, out_dir: Path = RESULTS) -> Path:
     return path
 
 
+def write_markdown_table(folder: Path, name: str, lines: list[str], numbers) -> str:
+    """Print a markdown table (its lines) and write it to `folder/name.md`, its numbers to
+    `folder/name.json`; returns the table's text."""
+    text = "\n".join(lines) + "\n"
+    (folder / f"{name}.md").write_text(text)
+    (folder / f"{name}.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    print(text)
+    return text
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     if not rows:
         return

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import mean_sd
+from benchmarks.common import mean_sd, write_markdown_table
 
 
 def fold_values(out: Path, model: str) -> dict[str, dict[str, list[float]]]:
@@ -38,11 +38,7 @@ def main(out: Path, models: list[str]) -> str:
         cells = [f"{mean_sd(table[model].get(c, {}).get('dice', []))} | {mean_sd(table[model].get(c, {}).get('iou', []))}"
                  for c in classes]
         lines.append(f"| {model} | {folds} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    (out / "cv_table.md").write_text(text)
-    (out / "cv_table.json").write_text(json.dumps(table, indent=1) + "\n")
-    print(text)
-    return text
+    return write_markdown_table(out, "cv_table", lines, table)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
+
+from benchmarks.common import write_markdown_table
 
 KEYS = ("case_id", "class")
 COUNTS = ("gt_pixels",)  # the same in every seed (the reference); kept, not averaged
@@ -80,10 +81,7 @@ def main(seed_dirs: list[Path], models: list[str], out: Path) -> dict:
     for model, entry in summary.items():
         cells = " | ".join(f"{v:.3f}" for v in entry["per_seed"].values())
         lines.append(f"| {model} | {cells} | {entry['mean']:.3f} | {entry['range'][0]:.3f}–{entry['range'][1]:.3f} |")
-    text = "\n".join(lines) + "\n"
-    (out / "seeds.md").write_text(text)
-    (out / "seeds.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(text)
+    write_markdown_table(out, "seeds", lines, summary)
     return summary
 
 
