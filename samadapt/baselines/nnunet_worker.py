@@ -22,7 +22,7 @@ from pathlib import Path
 VAL_ITERATIONS_FRACTION = 0.2
 
 
-def _short_trainer_class(mirroring: bool = True):
+def _short_trainer_class(mirroring: bool):
     """nnU-Net's default trainer (or, without mirroring, its no-mirroring variant), with the number
     of epochs and iterations set by the job."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -64,7 +64,7 @@ def train(job: dict, plans: dict):
     # CPU, and batches in a seeded order. Set only now: the planner wants a count >= 1 (it sizes threads).
     os.environ["nnUNet_n_proc_DA"] = "0"
     plans = {**plans, "continue_training": False}  # what nnU-Net's own launcher adds (a fresh run)
-    trainer = _short_trainer_class(job.get("mirroring", True))(plans, job["configuration"], "all", dataset_json, device=torch.device(job["device"]))
+    trainer = _short_trainer_class(job["mirroring"])(plans, job["configuration"], "all", dataset_json, device=torch.device(job["device"]))
     trainer.num_epochs = job["epochs"]
     trainer.num_iterations_per_epoch = job["iterations_per_epoch"]
     trainer.num_val_iterations_per_epoch = max(1, round(job["iterations_per_epoch"] * VAL_ITERATIONS_FRACTION))
