@@ -144,6 +144,17 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _fail_on_every_rank(message: str, code: int) -> int:
+    """`_fail` for bad input, which every torchrun worker sees alike: said once, not once per rank."""
+    if os.environ.get("LOCAL_RANK") is None:
+        return _fail(message, code)
+    from samadapt.engine.launch import record_worker_error
+
+    if record_worker_error(" ".join(message.split())):
+        return code  # `--devices N`: the launcher prints the lowest rank's message
+    return _fail(message, code) if os.environ.get("RANK", "0") == "0" else code  # plain torchrun
+
+
 def _leave_process_group() -> None:
     # A process group left for the interpreter to tear down makes torch warn at exit (and NCCL can
     # hang). None can exist unless torch.distributed was imported; checking first keeps commands
@@ -179,9 +190,7 @@ def _run(argv: list[str] | None) -> int:
     except UserError as exc:
         if debug:
             raise
-        if os.environ.get("LOCAL_RANK") is not None and os.environ.get("RANK", "0") != "0":
-            return exc.exit_code  # under torchrun every process sees the same bad input: rank 0 says it
-        return _fail(str(exc), exc.exit_code)
+        return _fail_on_every_rank(str(exc), exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except CommandInterrupted:

@@ -55,7 +55,7 @@ def test_pretrain_on_two_cpu_processes_writes_one_run_folder(tmp_path, monkeypat
 
 
 def test_bad_input_on_two_processes_is_still_one_line_and_exit_2(tmp_path, monkeypatch, capfd):
-    """Each process sees the bad input; rank 0 reports it and torchrun's own report is not shown."""
+    """Each process sees the bad input; it is said once and torchrun's own report is not shown."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     code = main(["pretrain", "--data", "nowhere", "--out", "run", "--devices", "2"])
