@@ -53,6 +53,14 @@ def config_option(config, name: str, *aliases: str, **kwargs):
     return typer.Option(default_of(config, name), flag(name), *aliases, **kwargs)
 
 
+def devices_option():
+    """`--devices N` of the training commands (see `samadapt.cli.relaunch_on_devices`)."""
+    import typer
+
+    return typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): "
+                                                "re-runs this command under torchrun.")
+
+
 # ------------------------------------------------------------------------------------------ checks
 # Each takes the config and a field name, and raises a one-line UserError naming the option.
 

@@ -8,7 +8,7 @@ import typer
 
 from samadapt.fewshot.config import SEED_SLICES, CacheSettings, FewShotConfig, PropagationSeeds
 from samadapt.modeling.sources import init_help
-from samadapt.options import config_option
+from samadapt.options import config_option, devices_option
 
 # What each command can start from (see samadapt.modeling.sources): the cache encodes with any encoder;
 # the prompted baseline needs a trained mask decoder, which an MAE run does not have.
@@ -109,7 +109,7 @@ def train(
     model: str | None = typer.Option(None, "--model", "-m", help="Check the cache was built with this model."),
     image_size: int | None = typer.Option(None, "--image-size", help="Check the cache was built at this size."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
-    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
+    devices: int | None = devices_option(),
 ) -> None:
     """Train the mask decoder + prototype projection on cached features (the encoder never runs)."""
     import os

@@ -10,7 +10,7 @@ import typer
 from samadapt.finetune.config import FinetuneConfig
 from samadapt.finetune.memory_config import MEMORY_INIT, MEMORY_MODEL, MemoryTrainConfig
 from samadapt.modeling.sources import init_help, parse_init
-from samadapt.options import config_option, default_of, flag
+from samadapt.options import config_option, default_of, devices_option, flag
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +64,7 @@ def finetune(
     workers: int = config_option(FinetuneConfig, "num_workers", help="Data loader worker processes."),
     resume: bool = config_option(FinetuneConfig, "resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
-    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
+    devices: int | None = devices_option(),
 ) -> None:
     """Fine-tune a model for prompt-free multi-class segmentation; saves the best model by validation Dice."""
     import torch
@@ -202,17 +202,19 @@ def finetune_memory(
     keep: str = config_option(MemoryTrainConfig, "keep", help="Model to save: best (by validation clip Dice) or last."),
     resume: bool = config_option(MemoryTrainConfig, "resume", help="Continue the run in --out from its last checkpoint."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    devices: int | None = devices_option(),
 ) -> None:
     """Train SAM2's memory path (image encoder frozen) on clips of consecutive slices prompted on a key slice."""
     import torch
 
+    from samadapt.cli import relaunch_on_devices
     from samadapt.engine.run_folder import dataset_inputs, train_in_run_folder
-    from samadapt.errors import UserError
     from samadapt.finetune.memory_training import train_memory
     from samadapt.outcome import finish_training
 
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads {threads}: must be at least 1")
+    if (code := relaunch_on_devices(devices)) is not None:
+        raise typer.Exit(code)
+    _optional_positive("--threads", threads)
     if threads:
         torch.set_num_threads(threads)
     config = MemoryTrainConfig(

@@ -51,8 +51,9 @@ def memory_step_fn(loss_fn, prompt: str):
 
     def step_fn(net, batch):
         seg_total, score_total = 0.0, 0.0
-        for item in batch:
-            segmentation, score = clip_loss(loss_fn, net(item["frames"], _clip_prompt(item)), item, prompt)
+        outputs = net([(item["frames"], _clip_prompt(item)) for item in batch])
+        for item, output in zip(batch, outputs):
+            segmentation, score = clip_loss(loss_fn, output, item, prompt)
             seg_total, score_total = seg_total + segmentation, score_total + score
         n = len(batch)
         loss = (seg_total + score_total) / n
@@ -66,7 +67,7 @@ def clip_dice(net, clips) -> dict[str, float]:
     scores = []
     for index in range(len(clips)):
         item = clips[index]
-        output = net(item["frames"], _clip_prompt(item))
+        output = net.track(item["frames"], _clip_prompt(item))
         pred, target = output.logits[1:] > 0, item["targets"][1:] > 0
         total = float(pred.sum() + target.sum())
         scores.append(1.0 if total == 0 else 2.0 * float((pred & target).sum()) / total)
@@ -137,6 +138,9 @@ def _build_trainer(config: MemoryTrainConfig, model, train_clips, val_clips, out
         validation=Validation(lambda net: clip_dice(net, val_clips), monitor=VAL_METRIC, mode="max"),
         checkpoints=Checkpoints(resume=config.resume, meta=config.run_settings(), trainable_only=True),
         reporting=Reporting(progress=config.progress, callbacks=[CurvePlot(("train_loss", VAL_METRIC))]),
+        # which parameters a clip uses depends on its prompt (a mask prompt skips the decoder on
+        # the key slice), and the IoU head never gets a gradient
+        ddp_kwargs={"find_unused_parameters": True},
     )
 
 

@@ -41,8 +41,9 @@ class ClipOutput:
 
 
 class MemoryPathTrainer(nn.Module):
-    """A `Sam2VideoModel` whose image encoder is frozen; `forward(frames, prompt)` tracks one object
-    through the clip from its prompted first frame."""
+    """A `Sam2VideoModel` whose image encoder is frozen; `track(frames, prompt)` follows one object
+    through a clip from its prompted first frame, and `forward(clips)` does it for a batch of clips
+    in one call (under DistributedDataParallel a step is one forward, then one backward)."""
 
     def __init__(self, hf: nn.Module):
         super().__init__()
@@ -78,7 +79,11 @@ class MemoryPathTrainer(nn.Module):
                           "vision_pos_embeds": [p[t:t + 1].flatten(2).permute(2, 0, 1) for p in positions]})
         return cache
 
-    def forward(self, frames: torch.Tensor, prompt: ClipPrompt) -> ClipOutput:
+    def forward(self, clips: list[tuple[torch.Tensor, ClipPrompt]]) -> list[ClipOutput]:
+        """`track` for each (frames, prompt) of a batch of clips."""
+        return [self.track(frames, prompt) for frames, prompt in clips]
+
+    def track(self, frames: torch.Tensor, prompt: ClipPrompt) -> ClipOutput:
         """Track the object prompted on frames[0] through frames (T, 3, S, S), in clip order."""
         session, obj_idx = self._session(frames, prompt)
         logits, scores = [], []

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from samadapt.modeling.sources import init_help
-from samadapt.options import config_option, default_of
+from samadapt.options import config_option, default_of, devices_option
 from samadapt.pretrain.config import DEFAULT_WARMUP_EPOCHS, PretrainConfig
 
 
@@ -37,7 +37,7 @@ def pretrain(
     workers: int = config_option(PretrainConfig, "num_workers", help="Data loader worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint (same settings)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
-    devices: int | None = typer.Option(None, "--devices", help="Train on N local processes (GPUs, or CPU processes): re-runs this command under torchrun."),
+    devices: int | None = devices_option(),
 ) -> None:
     """Pre-train the SAM2 image encoder as a masked autoencoder on unlabeled images.
 

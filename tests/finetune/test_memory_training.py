@@ -52,7 +52,7 @@ def test_the_training_forward_is_the_propagation_forward():
     mask[20:40, 15:35] = 1
     expected = {r.frame: r for r in propagate(model.hf, list(frames), [FramePrompt(1, 0, mask=mask)],
                                               stop_when_absent=False)}
-    out = MemoryPathTrainer(model.hf)(frames, ClipPrompt(mask=mask))
+    out = MemoryPathTrainer(model.hf).track(frames, ClipPrompt(mask=mask))
     assert out.logits.shape == (5, SIZE, SIZE) and out.logits.requires_grad
     for t in range(1, 5):
         up = F.interpolate(expected[t].logits[None, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
@@ -171,3 +171,33 @@ def test_an_mae_run_starts_the_memory_model_with_its_encoder(volumes, tmp_path, 
     code, _, err = _train(volumes, tmp_path / "other", capsys, "--epochs", "1", "--init", f"mae:{tmp_path / 'mae'}",
                           "--model", "sam2-hiera-tiny")
     assert code == 2 and "pre-trained encoder is sam2.1-hiera-tiny but --model is sam2-hiera-tiny" in err
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_step_one_process_takes_with_both_halves(volumes, tmp_path, capfd, monkeypatch):
+    """`--devices 2` with 3 clips per process = one process with all 6 clips: the same averaged
+    gradient, so the same weights after the step (up to the order of float sums)."""
+    from safetensors.torch import load_file
+
+    from samadapt.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base = ["finetune-memory", "--data", str(volumes[0]), "--splits", str(volumes[1]), "--image-size", str(SIZE),
+            "--clip-length", "3", "--lr", "1e-3", "--epochs", "1", "--keep", "last"]
+    assert main([*base, "--batch-size", "3", "--devices", "2", "--out", str(tmp_path / "two")]) == 0, capfd.readouterr().err
+    assert main([*base, "--batch-size", "6", "--out", str(tmp_path / "one")]) == 0, capfd.readouterr().err
+    two, one = (read_json(tmp_path / name / "summary.json") for name in ("two", "one"))
+    assert two["global_step"] == one["global_step"] == 1 and two["global_batch_size"] == one["global_batch_size"] == 6
+    weights = [load_file(tmp_path / name / "model" / "model.safetensors") for name in ("two", "one")]
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[1].items():
+        torch.testing.assert_close(weights[0][key], value, rtol=1e-4, atol=1e-5)
+
+    from samadapt.engine.distributed import seed_everything
+    from samadapt.finetune.memory_config import MemoryTrainConfig
+    from samadapt.finetune.memory_training import build_memory_trainer_model
+
+    seed_everything(0)  # the runs' starting weights: the step moved the memory path away from them
+    _, start, _ = build_memory_trainer_model(MemoryTrainConfig(data="", splits="", out="", image_size=SIZE))
+    key = "memory_attention.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(start.hf.state_dict()[key], weights[1][key], atol=1e-6)

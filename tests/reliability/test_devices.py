@@ -19,7 +19,8 @@ def test_devices_flag_is_removed_before_relaunching():
     ["pretrain", "--data", "nowhere", "--out", "run"],
     ["finetune", "--data", "nowhere", "--splits", "s.json", "--out", "run"],
     ["fewshot", "train", "--data", "nowhere", "--cache", "c", "--out", "run"],
-], ids=["pretrain", "finetune", "fewshot-train"])
+    ["finetune-memory", "--data", "nowhere", "--splits", "s.json", "--out", "run"],
+], ids=["pretrain", "finetune", "fewshot-train", "finetune-memory"])
 def test_devices_below_one_is_refused_before_anything_runs(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--devices", "0"]) == 2
