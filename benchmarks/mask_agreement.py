@@ -9,7 +9,7 @@ and the run exported with `samadapt export --format onnx` run in onnxruntime, in
 `--quantize int8`. For every other path and class: IoU of its masks with the reference's, pooled over
 frames (sum of intersections over sum of unions) and the worst frame; the share of pixels whose
 label changed; and the command's CPU seconds (user + system of the child, steadier than wall time
-on a shared machine). Writes benchmarks/results/mask_agreement.json. Speed against Meta's code is
+on a shared machine). Writes benchmarks/results/mask_agreement.json (`--name` for another). Speed against Meta's code is
 `python -m benchmarks.run fast_encoder`; this script judges accuracy where users see it.
 """
 
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, required=True, help="a fine-tuning run folder")
     parser.add_argument("--input", type=Path, required=True, help="a folder of frames")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="mask_agreement",
+                        help="result file benchmarks/results/NAME.json (one per data set)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args.model, args.input, args.threads, Path(tmp))
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["pixels changed"] = f"{found['changed_pixels']:.2e}" if found else "-"
         rows.append(row)
     print_table(f"masks of each path against {REFERENCE}, {result['frames']} frames", rows)
-    write_result("mask_agreement", result)
+    write_result(args.name, result)
     return result
 
 

@@ -113,15 +113,27 @@ def paired_statistics(baseline: np.ndarray, other: np.ndarray, n_resamples: int 
 
 
 def _run_labels(runs: Sequence[Path], tables: Sequence[Path]) -> list[str]:
-    labels = []
-    for run, table in zip(runs, tables):
-        folder = table.parent
-        label = folder.parent.name if folder.name == "eval" else folder.name
-        labels.append(label or str(run))
-    for index, label in enumerate(labels):  # keep labels unique so the table stays readable
-        if labels.count(label) > 1:
-            labels[index] = f"{label} ({index + 1})"
-    return labels
+    """A short, unique name per run: its evaluation folder's name (its run's for a folder called
+    `eval`), with as many parent folders as it takes to tell equal names apart
+    (`lora/eval_test`, `all/eval_test`); a number only when the paths themselves are equal."""
+    folders = [table.parent.resolve() for table in tables]
+    depth = [2 if folder.name == "eval" else 1 for folder in folders]
+
+    def label(index: int) -> str:
+        parts = folders[index].parts[-depth[index]:]
+        return "/".join(parts[:-1] if parts[-1] == "eval" and len(parts) > 1 else parts) or str(runs[index])
+
+    labels = [label(i) for i in range(len(folders))]
+    for _ in range(max((len(f.parts) for f in folders), default=0)):
+        clashes = [i for i, name in enumerate(labels) if depth[i] < len(folders[i].parts)
+                   and any(other == name and folders[j] != folders[i] for j, other in enumerate(labels))]
+        if not clashes:
+            break
+        for i in clashes:
+            depth[i] += 1
+        labels = [label(i) for i in range(len(folders))]
+    return [f"{name} ({index + 1})" if labels.count(name) > 1 else name  # the same folder given twice
+            for index, name in enumerate(labels)]
 
 
 # What each evaluation's summary.json records of its cases (`evaluate --model`, `fewshot evaluate`):

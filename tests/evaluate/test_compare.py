@@ -104,3 +104,17 @@ def test_default_resamples_ci_contains_true_difference():
     stats = paired_statistics(baseline, other)  # 10k resamples, seed 0
     assert stats["ci_low"] <= -0.03 <= stats["ci_high"]
     assert stats["ci_high"] < 0
+
+
+@pytest.mark.parametrize("folders, expected", [
+    (["a/run1/eval", "a/run2/eval"], ["run1", "run2"]),
+    (["x/lora/eval_test", "x/all/eval_test"], ["lora/eval_test", "all/eval_test"]),
+    (["p/fold0/eval", "q/fold0/eval"], ["p/fold0", "q/fold0"]),
+    (["p/fold0/eval", "q/fold0/eval", "q/fold1/eval"], ["p/fold0", "q/fold0", "fold1"]),
+    (["a/run1/eval", "a/run1/eval"], ["run1 (1)", "run1 (2)"]),
+], ids=["eval-takes-its-run", "parent-tells-apart", "two-parents", "only-clashes-grow", "same-folder"])
+def test_run_labels_are_short_and_unique(tmp_path, folders, expected):
+    from samadapt.evaluate.compare import _run_labels
+
+    tables = [tmp_path / f / "per_case.csv" for f in folders]
+    assert _run_labels([tmp_path / f for f in folders], tables) == expected
