@@ -139,8 +139,12 @@ def _carry_interrupts(command) -> None:
         _carry_interrupts(sub)
 
 
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
 def _fail(message: str, code: int) -> int:
-    print(f"samadapt: error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"samadapt: error: {_one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -150,7 +154,7 @@ def _fail_on_every_rank(message: str, code: int) -> int:
         return _fail(message, code)
     from samadapt.engine.launch import record_worker_error
 
-    if record_worker_error(" ".join(message.split())):
+    if record_worker_error(_one_line(message)):
         return code  # `--devices N`: the launcher prints the lowest rank's message
     return _fail(message, code) if os.environ.get("RANK", "0") == "0" else code  # plain torchrun
 

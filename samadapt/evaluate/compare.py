@@ -117,23 +117,20 @@ def _run_labels(runs: Sequence[Path], tables: Sequence[Path]) -> list[str]:
     `eval`), with as many parent folders as it takes to tell equal names apart
     (`lora/eval_test`, `all/eval_test`); a number only when the paths themselves are equal."""
     folders = [table.parent.resolve() for table in tables]
-    depth = [2 if folder.name == "eval" else 1 for folder in folders]
+    bases = [folder.parent if folder.name == "eval" else folder for folder in folders]
+    depth = [1] * len(bases)
 
-    def label(index: int) -> str:
-        parts = folders[index].parts[-depth[index]:]
-        return "/".join(parts[:-1] if parts[-1] == "eval" and len(parts) > 1 else parts) or str(runs[index])
+    def labels() -> list[str]:
+        return ["/".join(base.parts[-d:]) or str(run) for base, d, run in zip(bases, depth, runs)]
 
-    labels = [label(i) for i in range(len(folders))]
-    for _ in range(max((len(f.parts) for f in folders), default=0)):
-        clashes = [i for i, name in enumerate(labels) if depth[i] < len(folders[i].parts)
-                   and any(other == name and folders[j] != folders[i] for j, other in enumerate(labels))]
-        if not clashes:
-            break
+    names = labels()
+    while clashes := [i for i, name in enumerate(names) if depth[i] < len(bases[i].parts)
+                      and any(other == name and bases[j] != bases[i] for j, other in enumerate(names))]:
         for i in clashes:
             depth[i] += 1
-        labels = [label(i) for i in range(len(folders))]
-    return [f"{name} ({index + 1})" if labels.count(name) > 1 else name  # the same folder given twice
-            for index, name in enumerate(labels)]
+        names = labels()
+    return [f"{name} ({index + 1})" if names.count(name) > 1 else name  # the same folder given twice
+            for index, name in enumerate(names)]
 
 
 # What each evaluation's summary.json records of its cases (`evaluate --model`, `fewshot evaluate`):
