@@ -11,6 +11,12 @@ frames (sum of intersections over sum of unions) and the worst frame; the share 
 label changed; and the command's CPU seconds (user + system of the child, steadier than wall time
 on a shared machine). Writes benchmarks/results/mask_agreement.json (`--name` for another). Speed against Meta's code is
 `python -m benchmarks.run fast_encoder`; this script judges accuracy where users see it.
+
+`--prompt box` judges box prompts with the same trained weights: for every frame and every class the
+reference predicts, the box around that class in the reference's prompt-free mask is given to the
+run's promptable SAM2 (its trained encoder and mask decoder) on each path, and the box masks are
+compared the same way (the onnxruntime rows run the exported encoder and the torch mask decoder,
+since a run's decoder.onnx has its class prompts baked in).
 """
 
 from __future__ import annotations
@@ -91,28 +97,131 @@ def measure(model: Path, frames: Path, threads: int, work: Path) -> dict:
                           for name in PATHS if name != REFERENCE}}
 
 
+def _box_encoders(model: Path, work: Path, threads: int) -> dict:
+    """Path name -> (promptable model whose decoder is used, pixels -> ImageFeatures)."""
+    import copy
+
+    import torch
+
+    from samadapt.finetune.runs import load_finetune_run
+    from samadapt.inference.onnx_backend import OnnxSegmenter
+    from samadapt.modeling.fast import accelerate
+    from samadapt.modeling.segment_anything import ImageFeatures
+
+    torch.set_num_threads(threads)
+    base = load_finetune_run(model).model.base.eval()
+    encoders = {"plain fp32": (base, base.encode)}
+    for name, precision in (("fast fp32", "fp32"), ("fast bf16", "bf16")):
+        fast = accelerate(copy.deepcopy(base), fast=True, compile=False, precision=precision)
+        encoders[name] = (fast, fast.encode)
+    for name in ("onnxruntime fp32", "onnxruntime int8"):
+        session = OnnxSegmenter(work / f"onnx_{name.split()[-1]}", threads).encoder
+
+        def encode(pixels, s=session):
+            out = [torch.from_numpy(a) for a in s.run(None, {"pixel_values": pixels.numpy()})]
+            return ImageFeatures(out[0], tuple(out[1:]))
+        encoders[name] = (base, encode)
+    return encoders
+
+
+def _class_boxes(labels: np.ndarray, classes: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    """The box (x0, y0, x1, y1 in pixels, x1/y1 exclusive) around each class present in `labels`."""
+    boxes = {}
+    for value, name in enumerate(classes, start=1):
+        ys, xs = np.nonzero(labels == value)
+        if len(xs):
+            boxes[name] = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    return boxes
+
+
+def box_masks(promptable, encode, image: np.ndarray, boxes: dict) -> dict[str, np.ndarray]:
+    """One encode, then one box-prompted decode per class: class -> (H, W) bool mask."""
+    import torch
+
+    from samadapt.data.preprocess import prepare_image, restore_logits
+
+    pixels, letterbox = prepare_image(image, promptable.image_size)
+    with torch.inference_mode():
+        features = encode(pixels[None])
+        masks = {}
+        for name, corners in boxes.items():
+            xy = letterbox.to_model_xy(np.asarray(corners, dtype=np.float64).reshape(2, 2)).reshape(4)
+            out = promptable.decode(features, boxes=torch.tensor(xy, dtype=torch.float32).view(1, 1, 4))
+            masks[name] = (restore_logits(out.logits[0, 0, 0], letterbox) > 0).numpy()
+    return masks
+
+
+def box_agreement(reference: dict, other: dict, classes: list[str]) -> dict:
+    """Per class over (frame, class) box masks: pooled IoU and the worst frame."""
+    result = {}
+    for name in classes:
+        keys = [k for k in reference if k[1] == name]
+        inter = sum(int((reference[k] & other[k]).sum()) for k in keys)
+        unions = [int((reference[k] | other[k]).sum()) for k in keys]
+        worst = min([int((reference[k] & other[k]).sum()) / u for k, u in zip(keys, unions) if u] or [1.0])
+        result[name] = {"iou": inter / sum(unions) if sum(unions) else 1.0, "worst_frame_iou": worst, "boxes": len(keys)}
+    changed = sum(int((reference[k] != other[k]).sum()) for k in reference)
+    result["changed_pixels"] = changed / max(1, sum(r.size for r in reference.values()))
+    return result
+
+
+def measure_boxes(model: Path, frames: Path, threads: int, work: Path, prompt_free: dict) -> dict:
+    """Box prompts from the reference's prompt-free masks, decoded on every path (see the module doc)."""
+    import time
+
+    from samadapt.data.io import read_image
+
+    classes = prompt_free["classes"]
+    reference_labels = _masks(work / REFERENCE.replace(" ", "_"))
+    encoders = _box_encoders(model, work, threads)
+    masks: dict[str, dict] = {name: {} for name in encoders}
+    seconds = dict.fromkeys(encoders, 0.0)
+    for image_path in sorted(p for p in frames.iterdir() if f"{p.stem}_mask.png" in reference_labels):
+        image = read_image(image_path)
+        boxes = _class_boxes(reference_labels[f"{image_path.stem}_mask.png"], classes)
+        for name, (promptable, encode) in encoders.items():
+            start = time.process_time()
+            for cls, mask in box_masks(promptable, encode, image, boxes).items():
+                masks[name][(image_path.stem, cls)] = mask
+            seconds[name] += time.process_time() - start
+    return {"boxes": len(masks[REFERENCE]), "cpu_seconds": seconds,
+            "agreement": {name: box_agreement(masks[REFERENCE], masks[name], classes)
+                          for name in encoders if name != REFERENCE}}
+
+
+def _print(title: str, result: dict, classes: list[str]) -> None:
+    rows = []
+    for name in PATHS:
+        found = result["agreement"].get(name)
+        row = {"path": name, "CPU s": round(result["cpu_seconds"][name], 1)}
+        for c in classes:
+            row[f"{c} IoU (worst frame)"] = (f"{found[c]['iou']:.4f} ({found[c]['worst_frame_iou']:.4f})"
+                                            if found else "reference")
+        row["pixels changed"] = f"{found['changed_pixels']:.2e}" if found else "-"
+        rows.append(row)
+    print_table(title, rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a fine-tuning run folder")
     parser.add_argument("--input", type=Path, required=True, help="a folder of frames")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prompt", choices=("none", "box"), default="none",
+                        help="box: also compare box-prompted masks (a box per class from the reference's masks)")
     parser.add_argument("--name", default="mask_agreement",
                         help="result file benchmarks/results/NAME.json (one per data set)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args.model, args.input, args.threads, Path(tmp))
+        if args.prompt == "box":
+            result["box_prompts"] = measure_boxes(args.model, args.input, args.threads, Path(tmp), result)
     result.update(model=str(args.model), input=str(args.input), threads=args.threads,
                   load_average=os.getloadavg()[0])
-    rows = []
-    for name in PATHS:
-        found = result["agreement"].get(name)
-        row = {"path": name, "CPU s": round(result["cpu_seconds"][name], 1)}
-        for c in result["classes"]:
-            row[f"{c} IoU (worst frame)"] = (f"{found[c]['iou']:.4f} ({found[c]['worst_frame_iou']:.4f})"
-                                            if found else "reference")
-        row["pixels changed"] = f"{found['changed_pixels']:.2e}" if found else "-"
-        rows.append(row)
-    print_table(f"masks of each path against {REFERENCE}, {result['frames']} frames", rows)
+    _print(f"masks of each path against {REFERENCE}, {result['frames']} frames", result, result["classes"])
+    if args.prompt == "box":
+        _print(f"box-prompted masks against {REFERENCE}, {result['box_prompts']['boxes']} boxes",
+               result["box_prompts"], result["classes"])
     write_result(args.name, result)
     return result
 

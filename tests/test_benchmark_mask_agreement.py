@@ -22,3 +22,25 @@ def test_agreement_refuses_paths_that_predicted_other_frames():
 
     with pytest.raises(RuntimeError, match="different frames"):
         agreement({"a": np.zeros((1, 1))}, {"b": np.zeros((1, 1))}, ["one"])
+
+
+@pytest.mark.parametrize("labels, expected", [
+    (np.array([[0, 1, 1], [0, 0, 1]]), {"one": (1.0, 0.0, 3.0, 2.0)}),
+    (np.array([[2, 0], [0, 0]]), {"two": (0.0, 0.0, 1.0, 1.0)}),
+    (np.zeros((2, 2), dtype=int), {}),
+])
+def test_class_boxes_are_the_exclusive_pixel_bounds_of_each_present_class(labels, expected):
+    from benchmarks.mask_agreement import _class_boxes
+
+    assert _class_boxes(labels, ["one", "two"]) == expected
+
+
+def test_box_agreement_pools_over_frames_and_counts_boxes_per_class():
+    from benchmarks.mask_agreement import box_agreement
+
+    reference = {("a", "one"): np.array([True, True, False]), ("b", "one"): np.array([True, False, False])}
+    other = {("a", "one"): np.array([True, False, False]), ("b", "one"): np.array([True, False, False])}
+    result = box_agreement(reference, other, ["one", "two"])
+    assert result["one"] == {"iou": 2 / 3, "worst_frame_iou": 0.5, "boxes": 2}
+    assert result["two"] == {"iou": 1.0, "worst_frame_iou": 1.0, "boxes": 0}
+    assert result["changed_pixels"] == pytest.approx(1 / 6)
