@@ -83,9 +83,12 @@ def build_memory_trainer_model(config: MemoryTrainConfig):
     source = parse_init(config.init, MEMORY_INIT, command="finetune-memory")
     if source.kind == "mae":  # MAE-SAM2 with a memory: the run's encoder, the memory half from random
         from samadapt.finetune.init import load_mae_encoder
+        from samadapt.modeling.model_folder import read_metadata
         from samadapt.modeling.segment_anything import SegmentAnything
+        from samadapt.pretrain.export import resolve_encoder_dir
 
-        memory = load_memory_model(config.model or MEMORY_MODEL, None, config.image_size)
+        pretrained = read_metadata(resolve_encoder_dir(source.path)).get("model")  # the --init weights' variant
+        memory = load_memory_model(config.model or pretrained or MEMORY_MODEL, None, config.image_size)
         image = SegmentAnything(memory.hf, name=memory.name, family="sam2", image_size=memory.image_size)
         mae = load_mae_encoder(image, source.path)
         return MemoryPathTrainer(memory.hf), memory, {"init": str(source), "pretraining": mae}

@@ -148,20 +148,22 @@ def test_a_box_prompted_clip_is_scored_on_its_key_slice_too(volumes, tmp_path):
 
 
 def test_an_mae_run_starts_the_memory_model_with_its_encoder(volumes, tmp_path, capsys):
-    """MAE-SAM2 with a memory: the MAE run's encoder under a random memory half; the image encoder
-    stays frozen through memory training, so the run's model holds it exactly."""
-    from samadapt.modeling.model_folder import save_model_folder
+    """MAE-SAM2 with a memory: the MAE run's encoder under a random memory half, of the MAE run's
+    variant unless --model says otherwise; the image encoder stays frozen through memory training,
+    so the run's model holds it exactly."""
+    from samadapt.modeling.model_folder import read_metadata, save_model_folder
     from samadapt.modeling.registry import build_model
     from samadapt.modeling.sam2_video import load_memory_model
 
-    pretrained = build_model("sam2.1-hiera-tiny", SIZE)
+    pretrained = build_model("sam2-hiera-tiny", SIZE)  # `samadapt pretrain`'s default, not the memory default
     with torch.no_grad():
         for param in pretrained.image_encoder.parameters():
             param.add_(0.5)  # recognisably different from any fresh initialisation
-    save_model_folder(pretrained, tmp_path / "mae" / "encoder", {"command": "pretrain", "model": "sam2.1-hiera-tiny"})
+    save_model_folder(pretrained, tmp_path / "mae" / "encoder", {"command": "pretrain", "model": "sam2-hiera-tiny"})
     run = tmp_path / "run"
     code, _, err = _train(volumes, run, capsys, "--epochs", "1", "--init", f"mae:{tmp_path / 'mae'}")
     assert code == 0, err
+    assert read_metadata(run / "model")["model"] == "sam2-hiera-tiny"
     trained = load_memory_model(weights=run / "model")
     expected = pretrained.image_encoder.state_dict()
     for key, value in trained.hf.vision_encoder.state_dict().items():
@@ -169,8 +171,8 @@ def test_an_mae_run_starts_the_memory_model_with_its_encoder(volumes, tmp_path, 
     assert read_json(run / "summary.json")["status"] == "completed"
 
     code, _, err = _train(volumes, tmp_path / "other", capsys, "--epochs", "1", "--init", f"mae:{tmp_path / 'mae'}",
-                          "--model", "sam2-hiera-tiny")
-    assert code == 2 and "pre-trained encoder is sam2.1-hiera-tiny but --model is sam2-hiera-tiny" in err
+                          "--model", "sam2.1-hiera-tiny")
+    assert code == 2 and "pre-trained encoder is sam2-hiera-tiny but --model is sam2.1-hiera-tiny" in err
 
 
 @pytest.mark.slow
