@@ -7,7 +7,9 @@ phantoms"; they move with the CPU, so they are not repeated here). Labelled phan
 counts; only the training and validation frames count as "labelled data" (the test frames are held
 out and scored, never used for selection). MAE pre-trains at half the fine-tuning resolution, a quarter
 of the tokens per image, so many more optimiser steps fit the same time (Hiera's position embedding interpolates to the
-fine-tuning size). Both fine-tuning runs get the same epochs, batch and lr; each arm uses the
+fine-tuning size). Both fine-tuning runs get the same epochs, batch and lr, and both train LoRA
+adapters on the Hiera trunk with the decoder and class prompts (better on validation frames than
+training the whole model, from either start); each arm uses the
 recipe for its start (`finetune/recipe.py`: scratch for random weights, layer-wise decay for the
 MAE encoder). Phantom lesions are small (radius 1-4 % of the image width, as in real FA) and
 SAM2's mask decoder predicts at a quarter of the input size, so fine-tuning runs at 256 px.
@@ -62,7 +64,7 @@ class Budget:
 FULL = Budget(
     name="full", fa_train=16, fa_val=8, fa_test=40, fa_unlabeled=640, anatomy_images=16, anatomy_volumes=3,
     pretrain_size=128, pretrain_epochs=12, pretrain_batch=16, pretrain_lr=1.5e-4,
-    finetune_size=256, finetune_epochs=30, finetune_batch=4, finetune_lr=1e-3, finetune_train="all",
+    finetune_size=256, finetune_epochs=30, finetune_batch=4, finetune_lr=1e-3, finetune_train="lora",
     finetune_presence=True, finetune_bf16=True,
     fewshot_size=128, fewshot_volume_size=64, fewshot_epochs=60, fewshot_shots=(1, 3, 5), fewshot_volume_shots=3, anatomy_depth=24,
 )

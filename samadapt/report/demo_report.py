@@ -16,6 +16,10 @@ from samadapt.report.html import esc, figure, number_cell, page, section, table,
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "report-figures"
+TRAINED_PARTS = {  # finetune --train modes in words
+    "all": "the whole model", "decoder": "the prompts and mask decoder", "encoder-decoder": "encoder and decoder",
+    "lora": "LoRA adapters on the encoder, with the prompts and mask decoder",
+}
 METRIC_HELP = {
     "dice": "Dice: overlap of the model's outline with the reference (0 none, 1 perfect)",
     "iou": "IoU: overlap divided by union; stricter than Dice",
@@ -121,7 +125,8 @@ def _finetune_section(out: Path, results: dict, curves_png: Path) -> str:
                    "with no click at all. Two "
                    "models are trained with the same labelled frames and the same budget "
                    f"({budget['finetune_epochs']} epochs, {budget['finetune_size']} px, training "
-                   f"{esc(budget['finetune_train'])}): one from random weights, one from the pre-trained encoder.")
+                   f"{esc(TRAINED_PARTS.get(budget['finetune_train'], budget['finetune_train']))}): one from random "
+                   "weights, one from the pre-trained encoder.")
     return section("Step 2 — Fine-tuning with labels", explanation, body, "finetune")
 
 
