@@ -16,7 +16,9 @@ on a shared machine). Writes benchmarks/results/mask_agreement.json (`--name` fo
 reference predicts, the box around that class in the reference's prompt-free mask is given to the
 run's promptable SAM2 (its trained encoder and mask decoder) on each path, and the box masks are
 compared the same way (the onnxruntime rows run the exported encoder and the torch mask decoder,
-since a run's decoder.onnx has its class prompts baked in).
+since a run's decoder.onnx has its class prompts baked in). Use a run trained with box prompts
+(`finetune --prompt box`): a decoder trained on class prompts alone answers most boxes with an empty
+mask, and the count of empty reference masks is printed so that this cannot pass unseen.
 """
 
 from __future__ import annotations
@@ -159,7 +161,9 @@ def box_agreement(reference: dict, other: dict, classes: list[str]) -> dict:
         inter = sum(int((reference[k] & other[k]).sum()) for k in keys)
         unions = [int((reference[k] | other[k]).sum()) for k in keys]
         worst = min([int((reference[k] & other[k]).sum()) / u for k, u in zip(keys, unions) if u] or [1.0])
-        result[name] = {"iou": inter / sum(unions) if sum(unions) else 1.0, "worst_frame_iou": worst, "boxes": len(keys)}
+        empty = sum(1 for k in keys if not reference[k].any())  # a decoder never trained on boxes gives these
+        result[name] = {"iou": inter / sum(unions) if sum(unions) else 1.0, "worst_frame_iou": worst, "boxes": len(keys),
+                        "empty_reference_masks": empty}
     changed = sum(int((reference[k] != other[k]).sum()) for k in reference)
     result["changed_pixels"] = changed / max(1, sum(r.size for r in reference.values()))
     return result
@@ -200,6 +204,10 @@ def _print(title: str, result: dict, classes: list[str]) -> None:
         row["pixels changed"] = f"{found['changed_pixels']:.2e}" if found else "-"
         rows.append(row)
     print_table(title, rows)
+    empty = {c: result["agreement"]["fast fp32"][c].get("empty_reference_masks") for c in classes}
+    if any(empty.values()):
+        print(f"empty reference masks per class: {empty} (a decoder trained without box prompts gives "
+              "empty box masks; train with `finetune --prompt box` for a meaningful box comparison)")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -41,6 +41,8 @@ def test_box_agreement_pools_over_frames_and_counts_boxes_per_class():
     reference = {("a", "one"): np.array([True, True, False]), ("b", "one"): np.array([True, False, False])}
     other = {("a", "one"): np.array([True, False, False]), ("b", "one"): np.array([True, False, False])}
     result = box_agreement(reference, other, ["one", "two"])
-    assert result["one"] == {"iou": 2 / 3, "worst_frame_iou": 0.5, "boxes": 2}
-    assert result["two"] == {"iou": 1.0, "worst_frame_iou": 1.0, "boxes": 0}
+    assert result["one"] == {"iou": 2 / 3, "worst_frame_iou": 0.5, "boxes": 2, "empty_reference_masks": 0}
+    assert result["two"] == {"iou": 1.0, "worst_frame_iou": 1.0, "boxes": 0, "empty_reference_masks": 0}
+    empty = box_agreement({("a", "one"): np.zeros(2, bool)}, {("a", "one"): np.zeros(2, bool)}, ["one"])
+    assert empty["one"]["empty_reference_masks"] == 1 and empty["one"]["iou"] == 1.0
     assert result["changed_pixels"] == pytest.approx(1 / 6)
