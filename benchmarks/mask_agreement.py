@@ -13,9 +13,9 @@ on a shared machine). Writes benchmarks/results/mask_agreement.json (`--name` fo
 `python -m benchmarks.run fast_encoder`; this script judges accuracy where users see it.
 
 `--prompt box` judges box prompts with the same trained weights: for every frame and every class the
-reference predicts, the box around that class in the reference's prompt-free mask is given to the
-run's promptable SAM2 (its trained encoder and mask decoder) on each path, and the box masks are
-compared the same way (the onnxruntime rows run the exported encoder and the torch mask decoder,
+reference predicts, the box around that class in the reference's prompt-free mask is given to that
+class's query of the run (its class prompt with the box, as `finetune --prompt box` trains them) on
+each path, and the box masks are compared the same way (the onnxruntime rows run the exported encoder and the torch mask decoder,
 since a run's decoder.onnx has its class prompts baked in). Use a run trained with box prompts
 (`finetune --prompt box`): a decoder trained on class prompts alone answers most boxes with an empty
 mask, and the count of empty reference masks is printed so that this cannot pass unseen.
@@ -100,7 +100,7 @@ def measure(model: Path, frames: Path, threads: int, work: Path) -> dict:
 
 
 def _box_encoders(model: Path, work: Path, threads: int) -> dict:
-    """Path name -> (promptable model whose decoder is used, pixels -> ImageFeatures)."""
+    """Path name -> (the run's class-prompt segmenter whose decoder is used, pixels -> ImageFeatures)."""
     import copy
 
     import torch
@@ -111,18 +111,19 @@ def _box_encoders(model: Path, work: Path, threads: int) -> dict:
     from samadapt.modeling.segment_anything import ImageFeatures
 
     torch.set_num_threads(threads)
-    base = load_finetune_run(model).model.base.eval()
-    encoders = {"plain fp32": (base, base.encode)}
+    segmenter = load_finetune_run(model).model.eval()
+    encoders = {"plain fp32": (segmenter, segmenter.base.encode)}
     for name, precision in (("fast fp32", "fp32"), ("fast bf16", "bf16")):
-        fast = accelerate(copy.deepcopy(base), fast=True, compile=False, precision=precision)
-        encoders[name] = (fast, fast.encode)
+        fast = copy.deepcopy(segmenter)
+        accelerate(fast.base, fast=True, compile=False, precision=precision)
+        encoders[name] = (fast, fast.base.encode)
     for name in ("onnxruntime fp32", "onnxruntime int8"):
         session = OnnxSegmenter(work / f"onnx_{name.split()[-1]}", threads).encoder
 
         def encode(pixels, s=session):
             out = [torch.from_numpy(a) for a in s.run(None, {"pixel_values": pixels.numpy()})]
             return ImageFeatures(out[0], tuple(out[1:]))
-        encoders[name] = (base, encode)
+        encoders[name] = (segmenter, encode)
     return encoders
 
 
@@ -136,21 +137,29 @@ def _class_boxes(labels: np.ndarray, classes: list[str]) -> dict[str, tuple[floa
     return boxes
 
 
-def box_masks(promptable, encode, image: np.ndarray, boxes: dict) -> dict[str, np.ndarray]:
-    """One encode, then one box-prompted decode per class: class -> (H, W) bool mask."""
+def box_masks(segmenter, encode, image: np.ndarray, boxes: dict) -> dict[str, np.ndarray]:
+    """One encode and one decode of every class query with its box, as `finetune --prompt box`
+    trains them (a class without a box gets the whole image): class -> (H, W) bool mask, for the
+    classes in `boxes`."""
     import torch
 
     from samadapt.data.preprocess import prepare_image, restore_logits
+    from samadapt.modeling.class_prompts import gate_absent
 
-    pixels, letterbox = prepare_image(image, promptable.image_size)
+    pixels, letterbox = prepare_image(image, segmenter.base.image_size)
+    size = float(segmenter.base.image_size)
+    corners = [letterbox.to_model_xy(np.asarray(boxes[name], dtype=np.float64).reshape(2, 2)).reshape(4)
+               if name in boxes else np.array([0.0, 0.0, size, size]) for name in segmenter.class_names]
     with torch.inference_mode():
         features = encode(pixels[None])
-        masks = {}
-        for name, corners in boxes.items():
-            xy = letterbox.to_model_xy(np.asarray(corners, dtype=np.float64).reshape(2, 2)).reshape(4)
-            out = promptable.decode(features, boxes=torch.tensor(xy, dtype=torch.float32).view(1, 1, 4))
-            masks[name] = (restore_logits(out.logits[0, 0, 0], letterbox) > 0).numpy()
-    return masks
+        tokens = segmenter.class_prompts.unsqueeze(0)
+        out = segmenter.base.decode(features, prompt_tokens=tokens, multimask=False,
+                                    boxes=torch.tensor(np.stack(corners), dtype=torch.float32)[None])
+        logits = out.logits[:, :, 0]  # (1, C, h, w)
+        if segmenter.presence:
+            logits = gate_absent(logits, out.object_score[..., 0])
+        return {name: (restore_logits(logits[0, k], letterbox) > 0).numpy()
+                for k, name in enumerate(segmenter.class_names) if name in boxes}
 
 
 def box_agreement(reference: dict, other: dict, classes: list[str]) -> dict:
@@ -183,9 +192,9 @@ def measure_boxes(model: Path, frames: Path, threads: int, work: Path, prompt_fr
     for image_path in sorted(p for p in frames.iterdir() if f"{p.stem}_mask.png" in reference_labels):
         image = read_image(image_path)
         boxes = _class_boxes(reference_labels[f"{image_path.stem}_mask.png"], classes)
-        for name, (promptable, encode) in encoders.items():
+        for name, (segmenter, encode) in encoders.items():
             start = time.process_time()
-            for cls, mask in box_masks(promptable, encode, image, boxes).items():
+            for cls, mask in box_masks(segmenter, encode, image, boxes).items():
                 masks[name][(image_path.stem, cls)] = mask
             seconds[name] += time.process_time() - start
     return {"boxes": len(masks[REFERENCE]), "cpu_seconds": seconds,
