@@ -46,3 +46,27 @@ def test_box_agreement_pools_over_frames_and_counts_boxes_per_class():
     empty = box_agreement({("a", "one"): np.zeros(2, bool)}, {("a", "one"): np.zeros(2, bool)}, ["one"])
     assert empty["one"]["empty_reference_masks"] == 1 and empty["one"]["iou"] == 1.0
     assert result["changed_pixels"] == pytest.approx(1 / 6)
+
+
+def test_box_masks_are_the_class_queries_forward_with_their_boxes():
+    """The benchmark's decode is the model's own box-prompted forward (absent classes get the whole
+    image as their box, as `finetune --prompt box` trains them)."""
+    import torch
+
+    from benchmarks.mask_agreement import box_masks
+    from samadapt.data.preprocess import prepare_image, restore_logits
+    from samadapt.modeling.class_prompts import ClassPromptSegmenter
+    from samadapt.modeling.registry import build_model
+
+    torch.manual_seed(0)
+    segmenter = ClassPromptSegmenter(build_model("sam2-hiera-tiny", 64), ["a", "b"]).eval()
+    image = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
+    masks = box_masks(segmenter, segmenter.base.encode, image, {"b": (8.0, 4.0, 40.0, 30.0)})
+    assert list(masks) == ["b"] and masks["b"].shape == (48, 64)
+
+    pixels, letterbox = prepare_image(image, 64)
+    corners = letterbox.to_model_xy(np.array([[8.0, 4.0], [40.0, 30.0]])).reshape(4)
+    boxes = torch.tensor([[[0.0, 0.0, 64.0, 64.0], corners.tolist()]], dtype=torch.float32)
+    with torch.inference_mode():
+        logits = segmenter(pixels[None], boxes=boxes)
+    np.testing.assert_array_equal(masks["b"], (restore_logits(logits[0, 1], letterbox) > 0).numpy())
