@@ -61,21 +61,25 @@ def _masks(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*_mask.png"))}
 
 
+def _pooled_iou(pairs) -> dict:
+    """Over (reference, other) boolean masks: IoU pooled (sum of intersections over sum of unions)
+    and the worst single pair among those where either mask has pixels."""
+    inter = union = 0
+    worst = 1.0
+    for a, b in pairs:
+        i, u = int((a & b).sum()), int((a | b).sum())
+        inter, union = inter + i, union + u
+        if u:
+            worst = min(worst, i / u)
+    return {"iou": inter / union if union else 1.0, "worst_frame_iou": worst}
+
+
 def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], classes: list[str]) -> dict:
     """Per class: pooled IoU, worst-frame IoU (frames where either has the class), changed pixels."""
     if reference.keys() != other.keys():
         raise RuntimeError(f"the paths predicted different frames: {sorted(reference.keys() ^ other.keys())}")
-    result = {}
-    for value, name in enumerate(classes, start=1):
-        inter = union = 0
-        worst = 1.0
-        for key, ref in reference.items():
-            a, b = ref == value, other[key] == value
-            i, u = int((a & b).sum()), int((a | b).sum())
-            inter, union = inter + i, union + u
-            if u:
-                worst = min(worst, i / u)
-        result[name] = {"iou": inter / union if union else 1.0, "worst_frame_iou": worst}
+    result = {name: _pooled_iou((ref == value, other[key] == value) for key, ref in reference.items())
+              for value, name in enumerate(classes, start=1)}
     changed = sum(int((reference[k] != other[k]).sum()) for k in reference)
     result["changed_pixels"] = changed / sum(r.size for r in reference.values())
     return result
@@ -129,12 +133,10 @@ def _box_encoders(model: Path, work: Path, threads: int) -> dict:
 
 def _class_boxes(labels: np.ndarray, classes: list[str]) -> dict[str, tuple[float, float, float, float]]:
     """The box (x0, y0, x1, y1 in pixels, x1/y1 exclusive) around each class present in `labels`."""
-    boxes = {}
-    for value, name in enumerate(classes, start=1):
-        ys, xs = np.nonzero(labels == value)
-        if len(xs):
-            boxes[name] = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    return boxes
+    from samadapt.finetune.prompts import class_box
+
+    return {name: tuple(class_box(labels == value, 0)) for value, name in enumerate(classes, start=1)
+            if (labels == value).any()}
 
 
 def box_masks(segmenter, encode, image: np.ndarray, boxes: dict) -> dict[str, np.ndarray]:
@@ -144,20 +146,14 @@ def box_masks(segmenter, encode, image: np.ndarray, boxes: dict) -> dict[str, np
     import torch
 
     from samadapt.data.preprocess import prepare_image, restore_logits
-    from samadapt.modeling.class_prompts import gate_absent
 
     pixels, letterbox = prepare_image(image, segmenter.base.image_size)
     size = float(segmenter.base.image_size)
     corners = [letterbox.to_model_xy(np.asarray(boxes[name], dtype=np.float64).reshape(2, 2)).reshape(4)
                if name in boxes else np.array([0.0, 0.0, size, size]) for name in segmenter.class_names]
     with torch.inference_mode():
-        features = encode(pixels[None])
-        tokens = segmenter.class_prompts.unsqueeze(0)
-        out = segmenter.base.decode(features, prompt_tokens=tokens, multimask=False,
-                                    boxes=torch.tensor(np.stack(corners), dtype=torch.float32)[None])
-        logits = out.logits[:, :, 0]  # (1, C, h, w)
-        if segmenter.presence:
-            logits = gate_absent(logits, out.object_score[..., 0])
+        logits = segmenter.decode_classes(encode(pixels[None]),
+                                          boxes=torch.tensor(np.stack(corners), dtype=torch.float32)[None])
         return {name: (restore_logits(logits[0, k], letterbox) > 0).numpy()
                 for k, name in enumerate(segmenter.class_names) if name in boxes}
 
@@ -167,11 +163,8 @@ def box_agreement(reference: dict, other: dict, classes: list[str]) -> dict:
     result = {}
     for name in classes:
         keys = [k for k in reference if k[1] == name]
-        inter = sum(int((reference[k] & other[k]).sum()) for k in keys)
-        unions = [int((reference[k] | other[k]).sum()) for k in keys]
-        worst = min([int((reference[k] & other[k]).sum()) / u for k, u in zip(keys, unions) if u] or [1.0])
         empty = sum(1 for k in keys if not reference[k].any())  # a decoder never trained on boxes gives these
-        result[name] = {"iou": inter / sum(unions) if sum(unions) else 1.0, "worst_frame_iou": worst, "boxes": len(keys),
+        result[name] = {**_pooled_iou((reference[k], other[k]) for k in keys), "boxes": len(keys),
                         "empty_reference_masks": empty}
     changed = sum(int((reference[k] != other[k]).sum()) for k in reference)
     result["changed_pixels"] = changed / max(1, sum(r.size for r in reference.values()))

@@ -16,7 +16,8 @@ PROMPT_MODES = ("none", "box", "points")
 MAX_POINTS = 8
 
 
-def _class_box(binary: np.ndarray, size: int) -> list[float]:
+def class_box(binary: np.ndarray, size: int) -> list[float]:
+    """[x0, y0, x1, y1] (x1/y1 exclusive) around the True pixels; the whole size x size image if none."""
     ys, xs = np.nonzero(binary)
     if ys.size == 0:
         return [0.0, 0.0, float(size), float(size)]
@@ -53,7 +54,7 @@ def simulate_prompts(mask: torch.Tensor, num_classes: int, mode: str) -> dict[st
     masks = mask.detach().cpu().numpy()
     batch, size = masks.shape[0], masks.shape[-1]
     if mode == "box":
-        boxes = [[_class_box(masks[b] == c, size) for c in range(1, num_classes + 1)] for b in range(batch)]
+        boxes = [[class_box(masks[b] == c, size) for c in range(1, num_classes + 1)] for b in range(batch)]
         return {"boxes": torch.tensor(boxes, dtype=torch.float32, device=mask.device)}
     found = [[_component_points(masks[b] == c) for c in range(1, num_classes + 1)] for b in range(batch)]
     n = max(1, max(len(p) for row in found for p in row))

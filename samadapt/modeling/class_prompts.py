@@ -88,8 +88,12 @@ class ClassPromptSegmenter(nn.Module):
         return_presence: also return the presence logits (B, C) (None without the gate), ungated
         mask logits, for training.
         """
-        features = self.base.encode(pixel_values)
-        batch = pixel_values.shape[0]
+        return self.decode_classes(self.base.encode(pixel_values), boxes, points, point_labels, return_presence)
+
+    def decode_classes(self, features, boxes: torch.Tensor | None = None, points: torch.Tensor | None = None,
+                       point_labels: torch.Tensor | None = None, return_presence: bool = False):
+        """`forward`'s decoder half, on `ImageFeatures` from any encoder path (fast, onnxruntime)."""
+        batch = features.embedding.shape[0]
         tokens = self.class_prompts.unsqueeze(0).expand(batch, -1, -1, -1)
         out = self.base.decode(features, prompt_tokens=tokens, boxes=boxes, points=points,
                                point_labels=point_labels, multimask=False)
