@@ -74,7 +74,8 @@ def encoder_features(model, pixels: torch.Tensor, batch: int = 4) -> dict[str, t
 
 
 def pixel_features(pixels: torch.Tensor) -> torch.Tensor:
-    """(N, 3, S, S) -> (N, 54, S/4, S/4): each cell's 4x4 pixels and the mean around it at 16 and 64 px."""
+    """(N, 3, S, S) -> (N, 48 + 3 per local mean, S/4, S/4): each cell's 4x4 pixels and the mean
+    around it at 16 and 64 px (where the image is that large)."""
     grid = pixels.shape[-1] // STRIDE
     patches = F.unfold(pixels, STRIDE, stride=STRIDE).reshape(len(pixels), -1, grid, grid)
     means = [F.interpolate(F.avg_pool2d(pixels, k), size=(grid, grid), mode="bilinear", align_corners=False)
@@ -113,22 +114,21 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-4, iterations: in
 
 def image_dice(probability: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, thresholds) -> np.ndarray:
     """Per-image, per-class Dice (N, K) of `probability > thresholds[k]`; probability and targets are
-    (N, K, G, G), only valid cells count; an empty reference predicted empty scores 1."""
+    (N, K, G, G), only valid cells count; empty masks follow `samadapt evaluate`'s rules
+    (`samadapt.evaluate.metrics.overlap_scores`: an empty reference predicted empty scores 1)."""
+    from samadapt.evaluate.metrics import overlap_scores
+
     predicted = probability > torch.as_tensor(thresholds, dtype=probability.dtype).view(1, -1, 1, 1)
-    predicted, targets = predicted & valid.unsqueeze(1), targets & valid.unsqueeze(1)
-    overlap = (predicted & targets).sum((2, 3)).double()
-    total = (predicted.sum((2, 3)) + targets.sum((2, 3))).double()
-    return torch.where(total == 0, torch.ones_like(total), 2 * overlap / total.clamp(min=1)).numpy()
+    inside = valid.unsqueeze(1)
+    return overlap_scores(predicted & inside, targets & inside)["dice"].double().numpy()
 
 
 def probe(features: dict[str, torch.Tensor], grids: dict, seed: int = 0) -> dict:
     """Train on features["train"], pick thresholds on "val", score "test". `features[part]` is
     (N, D, G, G); `grids[part]` = (targets, valid). Returns thresholds, val and test Dice per class,
     and the per-image test Dice averaged over classes."""
-    def cells(part):
-        return _rows(features[part], grids[part][1])
-
-    predict = fit_probe(cells("train"), _rows(grids["train"][0].float(), grids["train"][1]) > 0.5, seed=seed)
+    targets, valid = grids["train"]
+    predict = fit_probe(_rows(features["train"], valid), _rows(targets, valid), seed=seed)
 
     def probabilities(part):
         f = features[part]
