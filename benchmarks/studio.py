@@ -2,7 +2,7 @@
 round (3 labelled slices -> predictions on every slice of a volume), with the feature cache's time
 reported apart from training and prediction.
 
-Targets of the studio issue, on a 2-core CPU: click -> mask <= 150 ms at 512 px; 3 labelled slices ->
+The studio's targets, on a 2-core CPU: click -> mask <= 150 ms at 512 px; 3 labelled slices ->
 predictions on a 100-slice volume <= 10 s at 256 px (cache time separate). Random weights (the cost
 does not depend on them); the volume is a bright disc on noise, labelled on 3 slices.
 """
@@ -96,7 +96,7 @@ def measure_round(size: int, depth: int, image_size: int, epochs: int) -> dict:
 
 
 def run(quick: bool = True) -> dict:
-    """--quick: clicks at 256 px, a 20-slice volume at 128 px; otherwise the issue's sizes."""
+    """--quick: clicks at 256 px, a 20-slice volume at 128 px; otherwise the target sizes."""
     click = measure_click(256 if quick else 512)
     round_ = measure_round(128, 20, 128, 30) if quick else measure_round(256, 100, 256, 30)
     load = os.getloadavg()[0]

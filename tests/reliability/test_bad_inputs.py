@@ -320,7 +320,7 @@ CASES = [
     Case("studio-mae-init", "studio bad/empty_dir --init mae:fa", "mae:fa"),
 ]
 
-# ---------------------------------------------------------------- whole-class checks (issue 16)
+# ---------------------------------------------------------------- whole-class checks
 CASES += [
     # splits files that leak: every reader goes through data.splits.load_splits -> check_splits
     Case("splits-case-in-train-and-test", "finetune --data fa --splits bad/splits_train_and_test.json --out run",

@@ -66,7 +66,7 @@ def test_staging_left_by_a_killed_run_is_cleaned_by_the_next(tmp_path):
 
 
 def test_the_cache_deletes_only_files_it_wrote(bad_world, tmp_path, monkeypatch, capsys):
-    """issue 16: `fewshot cache --out userdir` removed userdir/features/important.csv."""
+    """Regression: `fewshot cache --out userdir` removed userdir/features/important.csv."""
     monkeypatch.chdir(bad_world)
     out = tmp_path / "userdir"
     (out / "features").mkdir(parents=True)
@@ -125,7 +125,7 @@ def test_outputs_follow_the_umask(bad_world, tmp_path, monkeypatch, capsys):
 
 
 def test_a_changed_splits_file_is_refused_by_evaluate_and_compare(bad_world, tmp_path, monkeypatch, capsys):
-    """issue 16: after `data split` rewrote the file, `evaluate --model RUN` scored training cases."""
+    """Regression: after `data split` rewrote the file, `evaluate --model RUN` scored training cases."""
     from samadapt.engine.provenance import check_evaluation_inputs, input_hashes
 
     monkeypatch.chdir(tmp_path)
@@ -162,7 +162,7 @@ def test_an_unreadable_input_is_one_line(bad_world, monkeypatch, capsys):
 
 
 def test_a_rewritten_splits_file_is_refused_by_resume_and_evaluate(bad_world, tmp_path, monkeypatch, capsys):
-    """issue 16: runs recorded the splits file by path only; a rewritten file leaked training cases."""
+    """Regression: runs recorded the splits file by path only; a rewritten file leaked training cases."""
     monkeypatch.chdir(tmp_path)
     shutil.copytree(bad_world / "fa", "fa")
     train = ["finetune", "--data", "fa", "--splits", "fa/splits.json", "--out", "run", "--model", "unet",
